@@ -1,1 +1,34 @@
-//! placeholder
+//! Codecs and command knowledge for mu-sidecar: RESP2/RESP3 and memcached.
+//!
+//! # Layout
+//!
+//! - [`resp`]: RESP frames, the request decoder (multibulk and inline), the
+//!   frame (reply) decoder and the encoder.
+//! - [`Limits`], [`ProtocolError`]: the bounds every decoder enforces and
+//!   the one error a corrupt stream produces.
+//!
+//! # The decode contract
+//!
+//! Every decoder has `decode(&mut BytesMut) -> Result<Option<T>,
+//! ProtocolError>` with the `tokio_util::codec::Decoder` meaning:
+//!
+//! - `Ok(Some(value))`: one complete value; its bytes were removed from the
+//!   front of the buffer and the value holds zero-copy slices of them.
+//! - `Ok(None)`: the buffer holds only the start of a value; nothing was
+//!   removed. Append more bytes and call again. Any split of a byte stream
+//!   into reads yields the same values.
+//! - `Err(e)`: the stream is corrupt at byte `e.pos()`; it cannot be
+//!   resynchronised and the connection should be closed.
+//!
+//! Decoders never recurse and check every announced length against
+//! [`Limits`] before allocating for it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod limits;
+mod line;
+pub mod resp;
+
+pub use error::{Limit, ProtocolError};
+pub use limits::Limits;
