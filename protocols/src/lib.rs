@@ -4,6 +4,8 @@
 //!
 //! - [`resp`]: RESP frames, the request decoder (multibulk and inline), the
 //!   frame (reply) decoder and the encoder.
+//! - [`memcached`]: memcached text and meta requests and replies, their
+//!   decoders and encoder.
 //! - [`Limits`], [`ProtocolError`]: the bounds every decoder enforces and
 //!   the one error a corrupt stream produces.
 //!
@@ -28,6 +30,7 @@
 mod error;
 mod limits;
 mod line;
+pub mod memcached;
 pub mod resp;
 
 pub use error::{Limit, ProtocolError};

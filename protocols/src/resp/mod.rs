@@ -10,7 +10,6 @@ mod request_decode;
 
 pub use decode::FrameDecoder;
 pub use encode::encode_request;
-#[allow(unused_imports)]
 pub(crate) use encode::{put_int, put_uint};
 pub use frame::Frame;
 pub use request::{ArgCursor, ArgError, Request};

@@ -1,4 +1,4 @@
-//! Golden cases for the RESP decoders (tests/testdata/resp_*.txt). Every
+//! Golden cases for every decoder (tests/testdata/*.txt). Every
 //! case is also decoded at every split point and byte by byte, and must
 //! give the same output.
 
@@ -6,6 +6,7 @@ mod support;
 
 use std::path::Path;
 
+use mu_protocols::memcached::{McReplyDecoder, McRequestDecoder};
 use mu_protocols::resp::{FrameDecoder, RequestDecoder};
 use mu_protocols::Limits;
 use support::datadriven::{run_file, Case};
@@ -58,4 +59,43 @@ fn resp_reply_golden() {
 #[test]
 fn resp_request_golden() {
     run_file(Path::new("tests/testdata/resp_request.txt"), run);
+}
+
+fn run_memcached(case: &Case) -> String {
+    let l = limits(case);
+    match case.directive.as_str() {
+        "mc-request" => render::split_invariant(
+            || {
+                let mut d = McRequestDecoder::new(l);
+                move |b: &mut bytes::BytesMut| d.decode(b)
+            },
+            &case.input,
+            |r| format!("{r:?}"),
+        ),
+        "mc-reply" => render::split_invariant(
+            || {
+                let mut d = McReplyDecoder::new(l);
+                move |b: &mut bytes::BytesMut| d.decode(b)
+            },
+            &case.input,
+            |r| format!("{r:?}"),
+        ),
+        other => panic!("line {}: unknown directive {other}", case.line),
+    }
+}
+
+#[test]
+fn memcached_request_golden() {
+    run_file(
+        Path::new("tests/testdata/memcached_request.txt"),
+        run_memcached,
+    );
+}
+
+#[test]
+fn memcached_reply_golden() {
+    run_file(
+        Path::new("tests/testdata/memcached_reply.txt"),
+        run_memcached,
+    );
 }
