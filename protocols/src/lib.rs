@@ -6,6 +6,9 @@
 //!   frame (reply) decoder and the encoder.
 //! - [`memcached`]: memcached text and meta requests and replies, their
 //!   decoders and encoder.
+//! - [`table`]: every Redis 7.0 command and subcommand (generated from a
+//!   live server, checked against one by `tests/table_live.rs`) with our
+//!   [`table::CommandClass`] and key positions; memcached verbs likewise.
 //! - [`Limits`], [`ProtocolError`]: the bounds every decoder enforces and
 //!   the one error a corrupt stream produces.
 //!
@@ -32,6 +35,7 @@ mod limits;
 mod line;
 pub mod memcached;
 pub mod resp;
+pub mod table;
 
 pub use error::{Limit, ProtocolError};
 pub use limits::Limits;

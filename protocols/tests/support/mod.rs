@@ -3,3 +3,4 @@
 
 pub mod datadriven;
 pub mod render;
+pub mod server;

@@ -1,0 +1,13 @@
+//! Command tables: what each Redis command and memcached verb is, and
+//! which of its arguments are keys.
+
+mod memcached;
+mod redis;
+mod redis_data;
+mod spec;
+pub mod verify;
+
+pub use memcached::{mc_class, mc_keys, McVerbSpec, MEMCACHED_VERBS};
+pub use redis::{class_of, find, key_positions, lookup, CommandClass};
+pub use redis_data::REDIS_COMMANDS;
+pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec};

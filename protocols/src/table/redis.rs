@@ -1,0 +1,317 @@
+//! Redis command lookup, classification and key positions.
+
+use super::spec::{BeginSearch, CommandSpec, FindKeys};
+use super::REDIS_COMMANDS;
+use crate::line::parse_i64;
+use crate::resp::Request;
+
+/// What a command does, which decides where the sidecar sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandClass {
+    /// Reads data: served by the local backend.
+    Read,
+    /// Changes data: rewritten into a replicated entry.
+    Write,
+    /// Changes only the connection's own state (`SELECT`, `HELLO`,
+    /// `MULTI`, `WATCH`, `CLIENT SETNAME`, ...): handled per connection.
+    ConnectionState,
+    /// Inspects or manages one server (`INFO`, `CONFIG GET`, `SLOWLOG`,
+    /// ...): served by the local backend, never replicated.
+    Admin,
+    /// Publish/subscribe.
+    PubSub,
+    /// Can block the connection waiting for data (`BLPOP`, `XREAD BLOCK`,
+    /// `WAIT`).
+    Blocking,
+    /// Runs server-side scripts or manages them (`EVAL`, `FCALL`,
+    /// `SCRIPT`, `FUNCTION`).
+    Scripting,
+    /// Has no meaning behind the sidecar or would break replication
+    /// (`SYNC`, `REPLICAOF`, `CLUSTER`, `DEBUG`, `SHUTDOWN`, ...): refused.
+    Unsupported,
+}
+
+impl CommandClass {
+    /// A short lower-case label, e.g. for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandClass::Read => "read",
+            CommandClass::Write => "write",
+            CommandClass::ConnectionState => "connection-state",
+            CommandClass::Admin => "admin",
+            CommandClass::PubSub => "pubsub",
+            CommandClass::Blocking => "blocking",
+            CommandClass::Scripting => "scripting",
+            CommandClass::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Commands that only change the state of the client's connection.
+const CONNECTION_STATE: &[&str] = &[
+    "auth",
+    "hello",
+    "select",
+    "reset",
+    "quit",
+    "ping",
+    "echo",
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "client|caching",
+    "client|getname",
+    "client|getredir",
+    "client|id",
+    "client|info",
+    "client|no-evict",
+    "client|reply",
+    "client|setname",
+    "client|tracking",
+    "client|trackinginfo",
+    "client|help",
+];
+
+/// Pub/sub commands the server does not flag as `pubsub` itself.
+const PUBSUB: &[&str] = &["publish", "spublish"];
+
+/// Script execution and script/function management.
+const SCRIPTING: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+/// Commands refused outright: replication and cluster plumbing, process
+/// control, and debugging hooks that would make replicas diverge.
+const UNSUPPORTED: &[&str] = &[
+    "sync",
+    "psync",
+    "replconf",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "shutdown",
+    "debug",
+    "monitor",
+    "asking",
+    "readonly",
+    "readwrite",
+    "migrate",
+    "pfdebug",
+    "pfselftest",
+    "module|load",
+    "module|loadex",
+    "module|unload",
+    "restore-asking",
+];
+
+/// Looks up the table entry for a request: the subcommand entry for
+/// container commands (`CONFIG GET` → `config|get`), else the command.
+/// `None` for unknown commands and unknown subcommands.
+pub fn lookup(req: &Request) -> Option<&'static CommandSpec> {
+    let name = req.name_lower();
+    let spec = find(&name)?;
+    if !spec.has_subcommands {
+        return Some(spec);
+    }
+    let sub = std::str::from_utf8(req.args.get(1)?)
+        .ok()?
+        .to_ascii_lowercase();
+    find(&format!("{name}|{sub}"))
+}
+
+/// The table entry named `name` (lower case; `container|sub`).
+pub fn find(name: &str) -> Option<&'static CommandSpec> {
+    REDIS_COMMANDS
+        .binary_search_by(|c| c.name.cmp(name))
+        .ok()
+        .map(|i| &REDIS_COMMANDS[i])
+}
+
+/// Our classification of a command. Explicit lists first, then the
+/// server's own flags: `blocking`, `pubsub`, `admin`, `write`, `readonly`;
+/// what remains (`INFO`, `TIME`, `COMMAND`, `LOLWUT`, ...) is served
+/// locally as [`CommandClass::Admin`].
+pub fn class_of(spec: &CommandSpec) -> CommandClass {
+    let n = spec.name;
+    let container = n.split('|').next().unwrap_or(n);
+    if CONNECTION_STATE.contains(&n) {
+        CommandClass::ConnectionState
+    } else if UNSUPPORTED.contains(&n) || container == "cluster" {
+        CommandClass::Unsupported
+    } else if SCRIPTING.contains(&n) || container == "script" || container == "function" {
+        CommandClass::Scripting
+    } else if PUBSUB.contains(&n) || spec.has_flag("pubsub") {
+        CommandClass::PubSub
+    } else if spec.has_flag("blocking") || n == "wait" {
+        CommandClass::Blocking
+    } else if spec.has_flag("admin") {
+        CommandClass::Admin
+    } else if spec.has_flag("write") {
+        CommandClass::Write
+    } else if spec.has_flag("readonly") {
+        CommandClass::Read
+    } else {
+        CommandClass::Admin
+    }
+}
+
+/// Positions (indices into `args`, the name being 0) of the keys `args`
+/// names, per the server's key specs; sorted and without duplicates.
+/// Commands whose key specs are incomplete (`unknown`) report what the
+/// specs do find.
+pub fn key_positions(spec: &CommandSpec, args: &[impl AsRef<[u8]>]) -> Vec<usize> {
+    let argc = args.len() as i64;
+    let mut out = Vec::new();
+    for ks in spec.key_specs {
+        let first = match ks.begin {
+            BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => {
+                let kw = keyword.as_bytes();
+                let hit = |i: &i64| args[*i as usize].as_ref().eq_ignore_ascii_case(kw);
+                let found = if start_from >= 0 {
+                    (i64::from(start_from)..argc).find(hit)
+                } else {
+                    let start = argc + i64::from(start_from);
+                    (1..=start.min(argc - 1)).rev().find(hit)
+                };
+                match found {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            }
+            BeginSearch::Unknown => continue,
+        };
+        let (first, last, step) = match ks.find {
+            FindKeys::Range {
+                last_key,
+                step,
+                limit,
+            } => {
+                let last = if last_key >= 0 {
+                    first + i64::from(last_key)
+                } else if limit <= 1 {
+                    argc + i64::from(last_key)
+                } else {
+                    first + (argc - first) / i64::from(limit) + i64::from(last_key)
+                };
+                (first, last, i64::from(step))
+            }
+            FindKeys::KeyNum {
+                key_num_idx,
+                first_key,
+                step,
+            } => {
+                let idx = first + i64::from(key_num_idx);
+                let Some(n) = args.get(idx as usize).and_then(|a| parse_i64(a.as_ref())) else {
+                    continue;
+                };
+                let start = first + i64::from(first_key);
+                (start, start + (n - 1) * i64::from(step), i64::from(step))
+            }
+            FindKeys::Unknown => continue,
+        };
+        let mut i = first;
+        while i <= last && i < argc && i >= 1 && step > 0 {
+            out.push(i as usize);
+            i += step;
+        }
+    }
+    if spec.name == "sort" {
+        sort_store_key(args, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `SORT ... STORE dst`: the one key the server's specs leave `unknown`.
+/// Options are skipped with their argument counts, as redis-server does.
+fn sort_store_key(args: &[impl AsRef<[u8]>], out: &mut Vec<usize>) {
+    let mut j = 2;
+    let mut store = None;
+    while j < args.len() {
+        let a = args[j].as_ref();
+        if a.eq_ignore_ascii_case(b"limit") {
+            j += 2;
+        } else if a.eq_ignore_ascii_case(b"get") || a.eq_ignore_ascii_case(b"by") {
+            j += 1;
+        } else if a.eq_ignore_ascii_case(b"store") && j + 1 < args.len() {
+            store = Some(j + 1);
+            j += 1;
+        }
+        j += 1;
+    }
+    out.extend(store);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(args: &[&str]) -> Vec<String> {
+        let req = Request::new(args);
+        let spec = lookup(&req).expect("known command");
+        key_positions(spec, &req.args)
+            .into_iter()
+            .map(|i| args[i].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn key_positions_follow_the_specs() {
+        assert_eq!(keys(&["SET", "k", "v", "EX", "10"]), ["k"]);
+        assert_eq!(keys(&["MSET", "a", "1", "b", "2"]), ["a", "b"]);
+        assert_eq!(keys(&["DEL", "a", "b", "c"]), ["a", "b", "c"]);
+        assert_eq!(keys(&["LMPOP", "2", "l1", "l2", "LEFT"]), ["l1", "l2"]);
+        assert_eq!(keys(&["EVAL", "return 1", "1", "k", "arg"]), ["k"]);
+        assert_eq!(
+            keys(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "dst"]),
+            ["g", "dst"]
+        );
+        assert_eq!(
+            keys(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "STREAMS",
+                "s1",
+                "s2",
+                ">",
+                ">"
+            ]),
+            ["s1", "s2"]
+        );
+        assert_eq!(keys(&["OBJECT", "ENCODING", "k"]), ["k"]);
+        assert_eq!(keys(&["PING"]), Vec::<String>::new());
+        assert_eq!(keys(&["BLPOP", "a", "b", "0"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn classes() {
+        let class = |args: &[&str]| class_of(lookup(&Request::new(args)).unwrap());
+        assert_eq!(class(&["GET", "k"]), CommandClass::Read);
+        assert_eq!(class(&["set", "k", "v"]), CommandClass::Write);
+        assert_eq!(class(&["SELECT", "1"]), CommandClass::ConnectionState);
+        assert_eq!(class(&["CONFIG", "GET", "x"]), CommandClass::Admin);
+        assert_eq!(class(&["BLPOP", "k", "0"]), CommandClass::Blocking);
+        assert_eq!(class(&["SUBSCRIBE", "c"]), CommandClass::PubSub);
+        assert_eq!(class(&["EVAL", "x", "0"]), CommandClass::Scripting);
+        assert_eq!(
+            class(&["REPLICAOF", "no", "one"]),
+            CommandClass::Unsupported
+        );
+        assert!(lookup(&Request::new(["NOSUCH"])).is_none());
+        assert!(lookup(&Request::new(["CONFIG", "NOSUCH"])).is_none());
+    }
+}
