@@ -1,0 +1,494 @@
+//! Becoming leader: permissions from a majority, then the prepare.
+//!
+//! 1. The candidate revokes every remote writer of its own log and writes a
+//!    fresh request number into each peer's request slot.
+//! 2. Each peer that grants (revoking its previous holder first) acks the
+//!    number. Grants from rejoining replicas do not count: they may have
+//!    forgotten values they accepted before their restart.
+//! 3. With a majority (itself included), the candidate reads each
+//!    grantor's log header (min proposal), status (apply position) and log
+//!    from its own apply position on, as far as an unbroken chain goes.
+//! 4. It picks a proposal number above every min proposal it saw, and for
+//!    each index adopts the value with the highest proposal among the logs
+//!    read (mu-reference §2.4): a value a previous leader may have committed
+//!    is never lost. Adopted values are rewritten under the new number,
+//!    keeping their identity, so their proposers learn they committed (B1).
+//! 5. It becomes leader: followers get the new min proposal and their grant
+//!    stamp, then the log from their apply position.
+
+use super::leader::{Leader, Phase};
+use super::*;
+use crate::error::OpError;
+use crate::log::{entry, ring};
+use crate::types::{majority, proposal_number, proposal_round};
+use applier::Pending;
+
+#[derive(Debug)]
+pub(super) struct Candidate {
+    requests: [u64; MAX_NODES],
+    requested_at: u64,
+    prepare: Option<Prepare>,
+}
+
+#[derive(Debug)]
+struct Prepare {
+    started_at: u64,
+    members: [bool; MAX_NODES],
+    peers: Vec<PeerLog>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    #[default]
+    Meta,
+    Chain,
+    Done,
+}
+
+/// What the candidate learned of one member's log.
+#[derive(Debug, Default)]
+struct PeerLog {
+    stage: Stage,
+    min_proposal: u64,
+    status: PeerStatus,
+    read_pos: u64,
+    read_len: u64,
+    /// Header, payload offset in `payloads`, chain hash.
+    entries: Vec<(entry::Header, usize, u64)>,
+    payloads: Vec<u8>,
+}
+
+impl Core {
+    fn cand(&mut self) -> &mut Candidate {
+        match &mut self.role {
+            Role::Candidate(c) => c,
+            _ => unreachable!("candidate state used outside the candidate role"),
+        }
+    }
+
+    pub(super) fn become_candidate(&mut self, mem: &mut dyn Memory) {
+        self.term += 1;
+        self.actions.push(Action::Grant {
+            peer: self.id,
+            revoke_others: true,
+        });
+        if self.holder != Some(self.id) {
+            self.permission_switches += 1;
+        }
+        self.holder = Some(self.id);
+        self.frozen = None;
+        self.applier.reset();
+        let mut requests = [0u64; MAX_NODES];
+        for p in self.peers().collect::<Peers>() {
+            requests[p.idx()] = self.send_request(p, mem);
+        }
+        self.role = Role::Candidate(Box::new(Candidate {
+            requests,
+            requested_at: self.now,
+            prepare: None,
+        }));
+    }
+
+    fn send_request(&mut self, p: NodeId, mem: &mut dyn Memory) -> u64 {
+        let r = self.next_request();
+        let stage = layout::slot(layout::STAGE_REQUESTS, p);
+        mem.write_u64(stage, r);
+        self.post_write(
+            p,
+            OpKind::ControlWrite,
+            stage,
+            layout::slot(layout::REQUESTS, self.id),
+            8,
+        );
+        r
+    }
+
+    pub(super) fn candidate_tick(&mut self, mem: &mut dyn Memory) {
+        let now = self.now;
+        let n = self.n;
+        let me = self.id.idx();
+        let prepare_timeout = self.cfg.prepare_timeout_ns;
+        let permission_timeout = self.cfg.permission_timeout_ns;
+        let c = self.cand();
+        if let Some(p) = &c.prepare {
+            if now >= p.started_at + prepare_timeout {
+                self.step_down();
+            }
+            return;
+        }
+        let mut members = [false; MAX_NODES];
+        members[me] = true;
+        let mut count = 1;
+        for (p, member) in members.iter_mut().enumerate().take(n) {
+            if p == me || c.requests[p] == 0 {
+                continue;
+            }
+            let ack = mem.read_u64(layout::slot(layout::ACKS, NodeId(p as u8)));
+            if ack & !ACK_RECOVERING == c.requests[p] && ack & ACK_RECOVERING == 0 {
+                *member = true;
+                count += 1;
+            }
+        }
+        if count >= majority(n) {
+            self.start_prepare(members, mem);
+        } else if now >= c.requested_at + permission_timeout {
+            for p in self.peers().collect::<Peers>() {
+                if !members[p.idx()] {
+                    let r = self.send_request(p, mem);
+                    self.cand().requests[p.idx()] = r;
+                }
+            }
+            self.cand().requested_at = now;
+        }
+    }
+
+    fn start_prepare(&mut self, members: [bool; MAX_NODES], mem: &mut dyn Memory) {
+        let mut peers: Vec<PeerLog> = (0..self.n).map(|_| PeerLog::default()).collect();
+        let me = self.id.idx();
+        peers[me].min_proposal = self.own_min_proposal(mem);
+        peers[me].stage = Stage::Done;
+        if self.read_own_chain(&mut peers[me], mem).is_err() {
+            return self.set_lapped();
+        }
+        self.cand().prepare = Some(Prepare {
+            started_at: self.now,
+            members,
+            peers,
+        });
+        for q in self.peers().collect::<Peers>() {
+            if members[q.idx()] {
+                self.read_meta(q);
+            }
+        }
+        self.maybe_decide(mem);
+    }
+
+    fn read_meta(&mut self, q: NodeId) {
+        let header = layout::landing(layout::HEADER_LANDING, q);
+        self.post_read(q, OpKind::PrepRead { last: false }, layout::LOG, header, 64);
+        let status = layout::landing(layout::STATUS_LANDING, q);
+        self.post_read(
+            q,
+            OpKind::PrepRead { last: true },
+            layout::STATUS,
+            status,
+            64,
+        );
+    }
+
+    /// Reads the next chunk of `q`'s log into its scratch.
+    fn read_chunk(&mut self, q: NodeId) {
+        let capacity = self.cfg.ring_capacity;
+        let len = self.layout.scratch_len.min(capacity);
+        let scratch = self.layout.scratch(q);
+        let pos = {
+            let Some(p) = &mut self.cand().prepare else {
+                return;
+            };
+            let log = &mut p.peers[q.idx()];
+            log.read_len = len;
+            log.read_pos
+        };
+        let pieces = ring::pieces(capacity, pos, len);
+        let count = pieces.iter().flatten().count();
+        let mut done = 0;
+        for (i, (off, plen)) in pieces.into_iter().flatten().enumerate() {
+            let kind = OpKind::PrepRead {
+                last: i + 1 == count,
+            };
+            self.post_read(q, kind, off, scratch + done, plen);
+            done += plen;
+        }
+    }
+
+    pub(super) fn on_prepare_read(
+        &mut self,
+        q: NodeId,
+        last: bool,
+        result: Result<(), OpError>,
+        mem: &mut dyn Memory,
+    ) {
+        let n = self.n;
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        let Some(p) = &mut c.prepare else {
+            return;
+        };
+        if !p.members[q.idx()] {
+            return;
+        }
+        if result.is_err() {
+            p.members[q.idx()] = false;
+            if p.members.iter().filter(|m| **m).count() < majority(n) {
+                self.step_down();
+            } else {
+                self.maybe_decide(mem);
+            }
+            return;
+        }
+        if !last {
+            return;
+        }
+        let stage = p.peers[q.idx()].stage;
+        match stage {
+            Stage::Meta => {
+                let Some((st, _)) = self.landed_status(q, mem) else {
+                    return self.read_meta(q);
+                };
+                let min_proposal = mem.read_u64(layout::landing(layout::HEADER_LANDING, q));
+                let start = self.applier.apply_pos;
+                let Some(p) = &mut self.cand().prepare else {
+                    return;
+                };
+                let log = &mut p.peers[q.idx()];
+                log.min_proposal = min_proposal;
+                log.status = st;
+                log.stage = Stage::Chain;
+                log.read_pos = start;
+                self.read_chunk(q);
+            }
+            Stage::Chain => self.parse_chunk(q, mem),
+            Stage::Done => {}
+        }
+    }
+
+    /// Parses the chunk of `q`'s log that landed in its scratch.
+    fn parse_chunk(&mut self, q: NodeId, mem: &mut dyn Memory) {
+        let scratch = self.layout.scratch(q);
+        let (applied, applied_hash, apply_pos) = (
+            self.applier.applied,
+            self.applier.applied_hash,
+            self.applier.apply_pos,
+        );
+        let capacity = self.cfg.ring_capacity;
+        let max_payload = self.cfg.max_payload;
+        let Some(p) = &mut self.cand().prepare else {
+            return;
+        };
+        let log = &mut p.peers[q.idx()];
+        let mut buf = vec![0u8; log.read_len as usize];
+        mem.read(scratch, &mut buf);
+        let mut at = 0usize;
+        let outcome = loop {
+            let next = applied + 1 + log.entries.len() as u64;
+            let prev = log.entries.last().map_or(applied_hash, |e| e.2);
+            if log.read_pos + at as u64 - apply_pos >= capacity {
+                break Chunk::Done;
+            }
+            let rest = &buf[at..];
+            let Some((len, index)) = entry::peek(rest, max_payload) else {
+                break if rest.len() < entry::HEADER_LEN as usize {
+                    Chunk::More
+                } else {
+                    Chunk::Done
+                };
+            };
+            let total = entry::total_len(len) as usize;
+            if rest.len() < total {
+                break if at == 0 { Chunk::Done } else { Chunk::More };
+            }
+            let Ok(parsed) = entry::verify(&rest[..total], max_payload) else {
+                break Chunk::Done;
+            };
+            if index != next {
+                let at_cursor = log.entries.is_empty() && at == 0 && index > next;
+                break if at_cursor {
+                    Chunk::Lapped
+                } else {
+                    Chunk::Done
+                };
+            }
+            if parsed.header.prev_hash != prev {
+                break Chunk::Done;
+            }
+            let start = log.payloads.len();
+            log.payloads
+                .extend_from_slice(entry::payload(rest, &parsed));
+            log.entries.push((parsed.header, start, parsed.hash));
+            at += total;
+        };
+        match outcome {
+            Chunk::More => {
+                log.read_pos += at as u64;
+                self.read_chunk(q);
+            }
+            Chunk::Done => {
+                log.stage = Stage::Done;
+                self.maybe_decide(mem);
+            }
+            Chunk::Lapped => self.set_lapped(),
+        }
+    }
+
+    /// The candidate's own log, read straight from its ring.
+    fn read_own_chain(&self, log: &mut PeerLog, mem: &dyn Memory) -> Result<(), ()> {
+        let capacity = self.cfg.ring_capacity;
+        let mut pos = self.applier.apply_pos;
+        let mut prev = self.applier.applied_hash;
+        let mut next = self.applier.applied + 1;
+        let mut buf = vec![0u8; entry::total_len(self.cfg.max_payload) as usize];
+        while pos - self.applier.apply_pos < capacity {
+            let mut head = [0u8; entry::HEADER_LEN as usize];
+            ring::read(mem, capacity, pos, &mut head);
+            let Some((len, index)) = entry::peek(&head, self.cfg.max_payload) else {
+                break;
+            };
+            let total = entry::total_len(len);
+            let b = &mut buf[..total as usize];
+            ring::read(mem, capacity, pos, b);
+            let Ok(parsed) = entry::verify(b, self.cfg.max_payload) else {
+                break;
+            };
+            if index != next {
+                if index > next && pos == self.applier.apply_pos {
+                    return Err(());
+                }
+                break;
+            }
+            if parsed.header.prev_hash != prev {
+                break;
+            }
+            let start = log.payloads.len();
+            log.payloads.extend_from_slice(entry::payload(b, &parsed));
+            log.entries.push((parsed.header, start, parsed.hash));
+            prev = parsed.hash;
+            next += 1;
+            pos += total;
+        }
+        Ok(())
+    }
+
+    fn maybe_decide(&mut self, mem: &mut dyn Memory) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        let Some(p) = &c.prepare else {
+            return;
+        };
+        let pending = (0..self.n).any(|q| p.members[q] && p.peers[q].stage != Stage::Done);
+        if !pending {
+            self.decide(mem);
+        }
+    }
+
+    /// Chooses the proposal number and the adopted values, writes them to
+    /// the own log and turns leader.
+    fn decide(&mut self, mem: &mut dyn Memory) {
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        let Candidate {
+            requests,
+            requested_at,
+            prepare,
+        } = *c;
+        let Some(prep) = prepare else {
+            return;
+        };
+        let members = prep.members;
+        let mut highest = self.own_min_proposal(mem).max(self.last_proposal);
+        for (log, _) in prep.peers.iter().zip(members).filter(|(_, m)| *m) {
+            highest = highest.max(log.min_proposal);
+        }
+        let proposal = proposal_number(proposal_round(highest) + 1, self.id);
+        self.last_proposal = proposal;
+        mem.write_u64(layout::MIN_PROPOSAL, proposal);
+        mem.write_u64(layout::STAGE_MIN_PROPOSAL, proposal);
+
+        let mut leader = Leader::new(proposal, self.cfg.max_payload);
+        leader.tail_pos = self.applier.apply_pos;
+        leader.tail_index = self.applier.applied;
+        leader.tail_hash = self.applier.applied_hash;
+        leader.commit = self.applier.applied + 1;
+        self.adopt(&prep, &mut leader, mem);
+        leader.last_piggyback = leader.commit;
+        leader.last_append_at = self.now;
+        for q in self.peers().collect::<Peers>() {
+            let f = &mut leader.followers[q.idx()];
+            f.request = requests[q.idx()];
+            f.requested_at = requested_at;
+            f.phase = Phase::Requested;
+        }
+        self.role = Role::Leader(Box::new(leader));
+        self.leader_terms += 1;
+        for q in self.peers().collect::<Peers>() {
+            if members[q.idx()] {
+                let st = prep.peers[q.idx()].status;
+                self.confirm_follower(q, st, false, requests[q.idx()], mem);
+            }
+        }
+        self.recompute_commit(mem);
+    }
+
+    /// Per index, the value with the highest proposal among the members'
+    /// logs, rewritten under the new proposal into the own ring.
+    fn adopt(&mut self, prep: &Prepare, leader: &mut Leader, mem: &mut dyn Memory) {
+        let capacity = self.cfg.ring_capacity;
+        let lowest_wins = crate::planted!(self.cfg, PrepareIgnoresHigherProposal);
+        let largest = entry::total_len(self.cfg.max_payload);
+        let first = self.applier.applied + 1;
+        for k in first.. {
+            let at = (k - first) as usize;
+            let mut best: Option<(&entry::Header, &[u8])> = None;
+            for q in 0..self.n {
+                if !prep.members[q] {
+                    continue;
+                }
+                let log = &prep.peers[q];
+                let Some((h, start, _)) = log.entries.get(at) else {
+                    continue;
+                };
+                let payload = &log.payloads[*start..*start + h.len as usize];
+                let better = match best {
+                    None => true,
+                    Some((b, _)) if lowest_wins => h.proposal < b.proposal,
+                    Some((b, _)) => h.proposal > b.proposal,
+                };
+                if better {
+                    best = Some((h, payload));
+                }
+            }
+            let Some((h, payload)) = best else {
+                break;
+            };
+            let total = entry::total_len(h.len);
+            // Decided entries always fit: they were written within the
+            // ring's bounds. Only undecided values can be left out here.
+            if leader.tail_pos + total - self.applier.apply_pos > capacity - largest {
+                break;
+            }
+            let header = entry::Header {
+                len: h.len,
+                index: k,
+                proposal: leader.proposal,
+                commit: leader.commit,
+                id: h.id,
+                prev_hash: leader.tail_hash,
+            };
+            let hash = entry::encode(&header, payload, &mut leader.encode_buf);
+            ring::write(
+                mem,
+                capacity,
+                leader.tail_pos,
+                &leader.encode_buf[..total as usize],
+            );
+            self.applier.push_own(Pending {
+                index: k,
+                pos: leader.tail_pos,
+                total,
+                hash,
+                commit: header.commit,
+            });
+            leader.tail_pos += total;
+            leader.tail_index = k;
+            leader.tail_hash = hash;
+        }
+    }
+}
+
+enum Chunk {
+    More,
+    Done,
+    Lapped,
+}

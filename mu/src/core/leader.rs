@@ -1,0 +1,508 @@
+//! The leader: replication fast path, commit, late followers, recycling.
+//!
+//! Per entry the leader writes the entry into its own ring and posts one
+//! write per confirmed follower (two when the entry straddles the ring end).
+//! Completions to one peer arrive in order, so a completed write tells the
+//! leader that the follower holds every entry up to it. An entry is
+//! committed once the leader and enough followers for a majority hold it
+//! (never earlier: mu-reference §7 B5). A failed completion costs only that
+//! follower (B3): it is asked for its log again and, once it grants, brought
+//! up to date from its apply position.
+
+use super::*;
+use crate::error::OpError;
+use crate::log::{entry, ring};
+use crate::types::majority;
+use applier::Pending;
+
+/// Largest single write the leader posts while catching a follower up.
+const MAX_WRITE: u64 = 1 << 20;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Has not granted (or lost) the log; asked again after a timeout.
+    #[default]
+    Absent,
+    /// Asked for its log with `request`.
+    Requested,
+    /// Granted; its log header and status are being read.
+    Joining,
+    /// Receives every entry.
+    Confirmed,
+    /// Behind the ring: needs a state transfer.
+    Lapped,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Follower {
+    pub phase: Phase,
+    /// Bumped whenever the phase restarts; completions of older epochs are stale.
+    pub epoch: u32,
+    pub request: u64,
+    pub requested_at: u64,
+    /// Absolute position up to which writes were posted.
+    pub sent_pos: u64,
+    /// Highest index known to be in the follower's log.
+    pub acked: u64,
+    pub writes_inflight: u16,
+    /// Latest apply position it reported.
+    pub known_apply_pos: u64,
+    pub known_applied: u64,
+    /// Left out of ring recycling because it was dead when space ran out.
+    pub excluded: bool,
+    join_reads: u8,
+}
+
+#[derive(Debug)]
+pub(super) struct Leader {
+    pub proposal: u64,
+    pub tail_pos: u64,
+    pub tail_index: u64,
+    pub tail_hash: u64,
+    /// Exclusive commit index.
+    pub commit: u64,
+    pub followers: [Follower; MAX_NODES],
+    pub last_append_at: u64,
+    pub last_hint_at: u64,
+    pub hint_sent: u64,
+    pub last_piggyback: u64,
+    pub encode_buf: Vec<u8>,
+}
+
+impl Leader {
+    pub fn new(proposal: u64, max_payload: u32) -> Self {
+        Leader {
+            proposal,
+            tail_pos: 0,
+            tail_index: 0,
+            tail_hash: 0,
+            commit: 1,
+            followers: [Follower::default(); MAX_NODES],
+            last_append_at: 0,
+            last_hint_at: 0,
+            hint_sent: 0,
+            last_piggyback: 0,
+            encode_buf: vec![0; entry::total_len(max_payload) as usize],
+        }
+    }
+}
+
+impl Core {
+    fn ldr(&mut self) -> &mut Leader {
+        match &mut self.role {
+            Role::Leader(l) => l,
+            _ => unreachable!("leader state used outside the leader role"),
+        }
+    }
+
+    fn ldr_ref(&self) -> Option<&Leader> {
+        match &self.role {
+            Role::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Appends one entry locally and sends it to every confirmed follower.
+    pub(super) fn leader_propose(
+        &mut self,
+        payload: &[u8],
+        mem: &mut dyn Memory,
+    ) -> Result<Proposed, ProposeError> {
+        let need = entry_len(payload.len());
+        let mut free = self.ring_free();
+        if need > free {
+            self.exclude_dead_followers();
+            free = self.ring_free();
+            if need > free {
+                return Err(ProposeError::LogFull { needed: need, free });
+            }
+        }
+        let id = EntryId::new(self.id, self.cfg.incarnation, self.entry_seq);
+        self.entry_seq += 1;
+        let capacity = self.cfg.ring_capacity;
+        let now = self.now;
+        let l = self.ldr();
+        let header = entry::Header {
+            len: payload.len() as u32,
+            index: l.tail_index + 1,
+            proposal: l.proposal,
+            commit: l.commit,
+            id,
+            prev_hash: l.tail_hash,
+        };
+        let hash = entry::encode(&header, payload, &mut l.encode_buf);
+        ring::write(mem, capacity, l.tail_pos, &l.encode_buf[..need as usize]);
+        let pending = Pending {
+            index: header.index,
+            pos: l.tail_pos,
+            total: need,
+            hash,
+            commit: header.commit,
+        };
+        l.tail_pos += need;
+        l.tail_index = header.index;
+        l.tail_hash = hash;
+        l.last_piggyback = header.commit;
+        l.last_append_at = now;
+        self.applier.push_own(pending);
+        for q in self.peers().collect::<Peers>() {
+            self.pump(q);
+        }
+        self.recompute_commit(mem);
+        Ok(Proposed {
+            index: header.index,
+            id,
+        })
+    }
+
+    /// Posts the not yet sent part of the log to a confirmed follower.
+    pub(super) fn pump(&mut self, q: NodeId) {
+        let max_inflight = self.cfg.max_inflight_per_peer;
+        let capacity = self.cfg.ring_capacity;
+        loop {
+            let l = self.ldr();
+            let (tail_pos, tail_index) = (l.tail_pos, l.tail_index);
+            let f = l.followers[q.idx()];
+            if f.phase != Phase::Confirmed
+                || f.sent_pos >= tail_pos
+                || f.writes_inflight + 2 > max_inflight
+            {
+                return;
+            }
+            let len = (tail_pos - f.sent_pos).min(MAX_WRITE);
+            let end = f.sent_pos + len;
+            let upto = (end == tail_pos).then_some(tail_index);
+            let pieces = ring::pieces(capacity, f.sent_pos, len);
+            let count = pieces.iter().flatten().count() as u16;
+            let mut posted = 0;
+            for (off, plen) in pieces.into_iter().flatten() {
+                posted += 1;
+                let kind = OpKind::LogWrite {
+                    upto: if posted == count { upto } else { None },
+                    epoch: f.epoch,
+                };
+                self.post_write(q, kind, off, off, plen);
+            }
+            let f = &mut self.ldr().followers[q.idx()];
+            f.sent_pos = end;
+            f.writes_inflight += count;
+        }
+    }
+
+    pub(super) fn on_log_write(
+        &mut self,
+        q: NodeId,
+        upto: Option<u64>,
+        epoch: u32,
+        result: Result<(), OpError>,
+        mem: &mut dyn Memory,
+    ) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let f = &mut l.followers[q.idx()];
+        if f.epoch != epoch {
+            return;
+        }
+        f.writes_inflight = f.writes_inflight.saturating_sub(1);
+        match result {
+            Ok(()) => {
+                if let Some(u) = upto {
+                    f.acked = f.acked.max(u);
+                }
+                self.recompute_commit(mem);
+                self.pump(q);
+            }
+            Err(e) => self.follower_lost(q, epoch, e),
+        }
+    }
+
+    /// A follower's write failed: it no longer receives entries until it
+    /// grants again. If a newer candidate took the logs of too many
+    /// followers, this leader is deposed and steps down.
+    pub(super) fn follower_lost(&mut self, q: NodeId, epoch: u32, e: OpError) {
+        let now = self.now;
+        let n = self.n;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let f = &mut l.followers[q.idx()];
+        if f.epoch != epoch || matches!(f.phase, Phase::Lapped) {
+            return;
+        }
+        f.phase = Phase::Absent;
+        f.epoch += 1;
+        f.writes_inflight = 0;
+        f.requested_at = now;
+        let confirmed = l
+            .followers
+            .iter()
+            .filter(|f| f.phase == Phase::Confirmed)
+            .count();
+        if e == OpError::Permission && confirmed + 1 < majority(n) {
+            self.step_down();
+        }
+    }
+
+    /// Moves the commit index to the highest index a majority holds.
+    pub(super) fn recompute_commit(&mut self, mem: &mut dyn Memory) {
+        let n = self.n;
+        let me = self.id;
+        let commit_early = crate::planted!(self.cfg, CommitBeforeMajority);
+        let l = self.ldr();
+        let mut acks = [0u64; MAX_NODES];
+        for (p, a) in acks.iter_mut().enumerate().take(n) {
+            *a = if p == me.idx() {
+                l.tail_index
+            } else {
+                l.followers[p].acked.min(l.tail_index)
+            };
+        }
+        acks[..n].sort_unstable_by(|a, b| b.cmp(a));
+        let mut commit = acks[majority(n) - 1] + 1;
+        if commit_early {
+            commit = l.tail_index + 1;
+        }
+        if commit > l.commit {
+            l.commit = commit;
+        }
+        let commit = l.commit;
+        self.applier.commit = self.applier.commit.max(commit);
+        self.applier.apply(mem);
+    }
+
+    /// Bytes the ring can take before overwriting something a live member
+    /// has not applied.
+    fn ring_free(&self) -> u64 {
+        let l = self.ldr_ref().expect("leader");
+        let mut point = self.applier.apply_pos;
+        if !crate::planted!(self.cfg, RecycleUnappliedSpace) {
+            for q in self.peers() {
+                let f = &l.followers[q.idx()];
+                if f.phase != Phase::Lapped && !f.excluded {
+                    point = point.min(f.known_apply_pos);
+                }
+            }
+        }
+        self.cfg.ring_capacity - (l.tail_pos - point).min(self.cfg.ring_capacity)
+    }
+
+    /// Recycling never waits on a dead node: a follower the detector
+    /// considers dead is left out of recycling and stops receiving entries.
+    /// If it returns it rejoins from its apply position while the ring
+    /// still holds it, or needs a state transfer.
+    fn exclude_dead_followers(&mut self) {
+        let alive: [bool; MAX_NODES] =
+            std::array::from_fn(|p| p < self.n && self.detector.alive(NodeId(p as u8)));
+        let now = self.now;
+        let me = self.id.idx();
+        let l = self.ldr();
+        for (p, f) in l.followers.iter_mut().enumerate() {
+            if p == me || alive[p] || f.excluded || f.phase == Phase::Lapped {
+                continue;
+            }
+            f.excluded = true;
+            if matches!(f.phase, Phase::Confirmed | Phase::Joining) {
+                f.phase = Phase::Absent;
+                f.epoch += 1;
+                f.writes_inflight = 0;
+                f.requested_at = now;
+            }
+        }
+    }
+
+    /// Heartbeat reads tell the leader how far each member applied.
+    pub(super) fn leader_learns_status(&mut self, q: NodeId, st: PeerStatus) {
+        if let Role::Leader(l) = &mut self.role {
+            let f = &mut l.followers[q.idx()];
+            if f.phase == Phase::Confirmed {
+                f.known_apply_pos = f.known_apply_pos.max(st.apply_pos);
+                f.known_applied = f.known_applied.max(st.applied);
+            } else {
+                f.known_apply_pos = st.apply_pos;
+                f.known_applied = st.applied;
+            }
+        }
+    }
+
+    pub(super) fn leader_tick(&mut self, mem: &mut dyn Memory) {
+        let now = self.now;
+        let timeout = self.cfg.permission_timeout_ns;
+        for q in self.peers().collect::<Peers>() {
+            let alive = self.detector.alive(q);
+            let f = self.ldr().followers[q.idx()];
+            match f.phase {
+                Phase::Absent if alive && now >= f.requested_at + timeout => {
+                    let r = self.next_request();
+                    let stage = layout::slot(layout::STAGE_REQUESTS, q);
+                    mem.write_u64(stage, r);
+                    self.post_write(
+                        q,
+                        OpKind::ControlWrite,
+                        stage,
+                        layout::slot(layout::REQUESTS, self.id),
+                        8,
+                    );
+                    let f = &mut self.ldr().followers[q.idx()];
+                    f.phase = Phase::Requested;
+                    f.request = r;
+                    f.requested_at = now;
+                }
+                Phase::Requested => {
+                    let ack = mem.read_u64(layout::slot(layout::ACKS, q));
+                    if ack & !ACK_RECOVERING == f.request {
+                        self.start_join(q);
+                    } else if now >= f.requested_at + timeout {
+                        self.ldr().followers[q.idx()].phase = Phase::Absent;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.flush_commit(mem);
+    }
+
+    /// A follower granted: read its log header and status to learn where
+    /// to start and whether it promised a newer leader meanwhile.
+    fn start_join(&mut self, q: NodeId) {
+        let f = &mut self.ldr().followers[q.idx()];
+        f.phase = Phase::Joining;
+        f.epoch += 1;
+        f.writes_inflight = 0;
+        f.join_reads = 2;
+        let kind = OpKind::JoinRead { epoch: f.epoch };
+        self.post_read(
+            q,
+            kind,
+            layout::LOG,
+            layout::landing(layout::HEADER_LANDING, q),
+            layout::LOG_HEADER_LEN,
+        );
+        self.post_read(
+            q,
+            kind,
+            layout::STATUS,
+            layout::landing(layout::STATUS_LANDING, q),
+            layout::STATUS_LEN,
+        );
+    }
+
+    pub(super) fn on_join_read(
+        &mut self,
+        q: NodeId,
+        epoch: u32,
+        result: Result<(), OpError>,
+        mem: &mut dyn Memory,
+    ) {
+        let Some(l) = self.ldr_ref() else {
+            return;
+        };
+        let f = l.followers[q.idx()];
+        if f.epoch != epoch || f.phase != Phase::Joining {
+            return;
+        }
+        if let Err(e) = result {
+            return self.follower_lost(q, epoch, e);
+        }
+        self.ldr().followers[q.idx()].join_reads -= 1;
+        if f.join_reads > 1 {
+            return;
+        }
+        let promised = mem.read_u64(layout::landing(layout::HEADER_LANDING, q));
+        let Some((st, flags)) = self.landed_status(q, mem) else {
+            // Torn status record: read again.
+            return self.start_join(q);
+        };
+        if promised > self.ldr().proposal {
+            // The follower promised a newer leader: this one is deposed.
+            return self.step_down();
+        }
+        let request = f.request;
+        self.confirm_follower(q, st, flags & FLAG_RECOVERING != 0, request, mem);
+    }
+
+    /// Starts replicating to `q` from its apply position: min proposal and
+    /// grant stamp first (they land before any entry), then the log.
+    pub(super) fn confirm_follower(
+        &mut self,
+        q: NodeId,
+        st: PeerStatus,
+        recovering: bool,
+        request: u64,
+        mem: &mut dyn Memory,
+    ) {
+        let capacity = self.cfg.ring_capacity;
+        let l = self.ldr();
+        let (tail_pos, tail_index) = (l.tail_pos, l.tail_index);
+        let f = &mut l.followers[q.idx()];
+        f.known_apply_pos = st.apply_pos;
+        f.known_applied = st.applied;
+        assert!(
+            st.apply_pos <= tail_pos,
+            "follower {q} applied past the leader's log ({} > {tail_pos})",
+            st.apply_pos
+        );
+        if tail_pos - st.apply_pos > capacity {
+            f.phase = Phase::Lapped;
+            return;
+        }
+        f.phase = Phase::Confirmed;
+        f.excluded = false;
+        f.sent_pos = st.apply_pos;
+        f.acked = st.applied;
+        f.writes_inflight = 0;
+        let epoch = f.epoch;
+        let header = OpKind::HeaderWrite { epoch };
+        self.post_write(
+            q,
+            header,
+            layout::STAGE_MIN_PROPOSAL,
+            layout::MIN_PROPOSAL,
+            8,
+        );
+        let stamp = layout::slot(layout::STAGE_STAMPS, q);
+        mem.write_u64(stamp, request);
+        if recovering {
+            let through = layout::slot(layout::STAGE_RECOVERED, q);
+            mem.write_u64(through, tail_index + 1);
+            self.post_write(q, header, through, layout::RECOVERED_THROUGH, 8);
+        }
+        self.post_write(q, header, stamp, layout::STAMP, 8);
+        self.pump(q);
+    }
+
+    /// When no entry carried the latest commit index for a while, write it
+    /// to the followers so their last entries become visible (the original
+    /// left the last write unapplied until the next one).
+    fn flush_commit(&mut self, mem: &mut dyn Memory) {
+        let now = self.now;
+        let delay = self.cfg.commit_flush_delay_ns;
+        let l = self.ldr();
+        let commit = l.commit;
+        if commit <= l.last_piggyback || now < l.last_append_at + delay {
+            return;
+        }
+        let behind = l
+            .followers
+            .iter()
+            .any(|f| f.phase == Phase::Confirmed && f.known_applied + 1 < commit);
+        let due = commit != l.hint_sent || (behind && now >= l.last_hint_at + 8 * delay);
+        if !due {
+            return;
+        }
+        let Some(hash) = self.applier.hash_of(commit - 1) else {
+            return;
+        };
+        mem.write(layout::STAGE_HINT, &encode_hint(commit, hash));
+        let l = self.ldr();
+        l.hint_sent = commit;
+        l.last_hint_at = now;
+        for q in self.peers().collect::<Peers>() {
+            let f = self.ldr().followers[q.idx()];
+            if f.phase == Phase::Confirmed {
+                let kind = OpKind::HeaderWrite { epoch: f.epoch };
+                self.post_write(q, kind, layout::STAGE_HINT, layout::HINT, layout::HINT_LEN);
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The production driver: one busy-polling thread per replica.
+//!
+//! The thread loops: poll the fabric for completions and feed them to the
+//! core, tick the core, hand it queued proposals, execute its actions, and
+//! pass committed entries to the application in log order. Nothing on this
+//! loop blocks; with `idle_sleep` set the thread naps only after a run of
+//! empty iterations (useful when replicas share cores, e.g. in tests).
+
+use crate::config::Config;
+use crate::core::{Core, Status};
+use crate::driver::execute;
+use crate::error::{ConfigError, ProposeError};
+use crate::fabric::{Completion, Fabric};
+use crate::types::EntryId;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A committed entry, in log order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Log index.
+    pub index: u64,
+    /// Identity of the proposed value.
+    pub id: EntryId,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Driver settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DriverOptions {
+    /// Nap this long after 1000 idle iterations; `None` spins forever
+    /// (lowest latency, one core per replica).
+    pub idle_sleep: Option<Duration>,
+}
+
+type Reply = SyncSender<Result<u64, ProposeError>>;
+
+#[derive(Debug)]
+struct Shared {
+    requests: Mutex<VecDeque<(Vec<u8>, Reply)>>,
+    status: Mutex<Option<Status>>,
+    stop: AtomicBool,
+}
+
+/// A running replica: its driver thread and the handle to talk to it.
+#[derive(Debug)]
+pub struct Replica {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Waiter {
+    index: u64,
+    id: EntryId,
+    reply: Reply,
+}
+
+impl Replica {
+    /// Starts the driver thread on `fabric`. Committed entries arrive on the
+    /// returned receiver, in log order, on every replica.
+    pub fn start<F>(
+        cfg: Config,
+        fabric: F,
+        options: DriverOptions,
+    ) -> Result<(Replica, Receiver<Committed>), ConfigError>
+    where
+        F: Fabric + Send + 'static,
+    {
+        cfg.validate()?;
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(VecDeque::new()),
+            status: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mu-replica-{}", cfg.id))
+            .spawn(move || run(cfg, fabric, s, tx, options))
+            .map_err(|e| ConfigError {
+                problems: vec![format!("cannot start the replica thread: {e}")],
+            })?;
+        Ok((
+            Replica {
+                shared,
+                thread: Some(thread),
+            },
+            rx,
+        ))
+    }
+
+    /// Proposes `payload` and waits until it is committed (returns its
+    /// index) or fails. After `timeout` the outcome is reported as
+    /// [`ProposeError::Unknown`]: the entry may still commit.
+    pub fn propose(&self, payload: Vec<u8>, timeout: Duration) -> Result<u64, ProposeError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((payload, tx));
+        rx.recv_timeout(timeout)
+            .unwrap_or(Err(ProposeError::Unknown))
+    }
+
+    /// The latest status published by the driver thread.
+    pub fn status(&self) -> Option<Status> {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops the driver thread; waiting proposals get [`ProposeError::Unknown`].
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn run<F: Fabric>(
+    cfg: Config,
+    mut fabric: F,
+    shared: Arc<Shared>,
+    out: Sender<Committed>,
+    options: DriverOptions,
+) {
+    #[allow(clippy::disallowed_methods, reason = "the driver is where time enters")]
+    let epoch = Instant::now();
+    let clock = || epoch.elapsed().as_nanos() as u64 + 1;
+    let Ok(mut core) = Core::new(cfg, clock(), fabric.memory()) else {
+        return;
+    };
+    let mut completions: Vec<Completion> = Vec::with_capacity(1024);
+    let mut waiters: Vec<Waiter> = Vec::new();
+    let mut idle = 0u32;
+    let mut next_status = 0u64;
+    while !shared.stop.load(Ordering::Acquire) {
+        let now = clock();
+        let mut busy = fabric.poll(&mut completions) > 0;
+        for c in completions.drain(..) {
+            core.on_completion(now, c, fabric.memory());
+        }
+        core.tick(now, fabric.memory());
+        if let Ok(mut q) = shared.requests.try_lock() {
+            while let Some((payload, reply)) = q.pop_front() {
+                busy = true;
+                match core.propose(now, &payload, fabric.memory()) {
+                    Ok(p) => waiters.push(Waiter {
+                        index: p.index,
+                        id: p.id,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.try_send(Err(e));
+                    }
+                }
+            }
+        }
+        busy |= core.has_actions() || core.has_deliveries();
+        execute(&mut core, &mut fabric);
+        core.drain_deliveries(|d| {
+            waiters.retain(|w| {
+                if w.index != d.index {
+                    return true;
+                }
+                let outcome = if w.id == d.id {
+                    Ok(d.index)
+                } else {
+                    Err(ProposeError::Superseded)
+                };
+                let _ = w.reply.try_send(outcome);
+                false
+            });
+            let _ = out.send(Committed {
+                index: d.index,
+                id: d.id,
+                payload: d.payload.to_vec(),
+            });
+        });
+        if now >= next_status {
+            next_status = now + 200_000;
+            *shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.status());
+        }
+        idle = if busy { 0 } else { idle + 1 };
+        if let Some(nap) = options.idle_sleep {
+            if idle >= 1000 {
+                std::thread::sleep(nap);
+            }
+        }
+    }
+    for w in waiters {
+        let _ = w.reply.try_send(Err(ProposeError::Unknown));
+    }
+}
