@@ -9,6 +9,10 @@
 //! - [`table`]: every Redis 7.0 command and subcommand (generated from a
 //!   live server, checked against one by `tests/table_live.rs`) with our
 //!   [`table::CommandClass`] and key positions; memcached verbs likewise.
+//! - [`rewrite`]: deterministic rewriting of writes into [`entry::Entry`]
+//!   values (the versioned, length-prefixed format handed to Mu), refusals,
+//!   WATCH guards, and the applier every replica runs; the full policy is
+//!   in [`policy_table`].
 //! - [`Limits`], [`ProtocolError`]: the bounds every decoder enforces and
 //!   the one error a corrupt stream produces.
 //!
@@ -30,12 +34,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod entry;
 mod error;
 mod limits;
 mod line;
 pub mod memcached;
 pub mod resp;
+pub mod rewrite;
 pub mod table;
 
 pub use error::{Limit, ProtocolError};
+pub use rewrite::policy;
+
+/// The replication policy of every Redis command (rendered from
+/// [`rewrite::policy::policy`]; `tests/policy_doc.rs` keeps it current).
+#[doc = include_str!("../POLICY.md")]
+pub mod policy_table {}
 pub use limits::Limits;

@@ -173,6 +173,15 @@ impl Client {
         assert_eq!(n, 0, "expected the server to close, got {:?}", &chunk[..n]);
     }
 
+    /// Reads raw bytes until the buffer ends with `terminator`, and returns
+    /// (and consumes) them.
+    pub fn read_until(&mut self, terminator: &[u8]) -> Vec<u8> {
+        while !self.buf.ends_with(terminator) {
+            self.fill();
+        }
+        self.buf.split().to_vec()
+    }
+
     /// Sends raw bytes.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to test server");

@@ -1,0 +1,280 @@
+//! Per-connection state and the Redis rewriter.
+
+use bytes::Bytes;
+
+use super::expiry;
+use super::policy::{policy, reason, Policy};
+use super::{Action, Context, Refusal};
+use crate::entry::{Entry, RedisEntry, WatchGuard};
+use crate::line::parse_i64;
+use crate::resp::{Frame, Request};
+use crate::table::{self, CommandSpec};
+
+/// Databases redis-server has by default (`databases 16`).
+pub const DEFAULT_DATABASES: u32 = 16;
+
+/// An open MULTI block.
+#[derive(Debug, Default)]
+struct Multi {
+    /// Database when MULTI was issued.
+    db: u32,
+    commands: Vec<Vec<Bytes>>,
+    /// A queued command was rejected: EXEC answers EXECABORT.
+    failed: bool,
+    /// Database after the queued SELECTs, applied to the session on EXEC.
+    db_after: u32,
+}
+
+/// The state of one Redis client connection that replication depends on.
+#[derive(Debug)]
+pub struct RedisSession {
+    db: u32,
+    databases: u32,
+    trust_scripts: bool,
+    multi: Option<Multi>,
+    watched: Vec<WatchGuard>,
+}
+
+impl Default for RedisSession {
+    fn default() -> Self {
+        Self::new(DEFAULT_DATABASES, false)
+    }
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+impl RedisSession {
+    /// A session for a server with `databases` databases. `trust_scripts`
+    /// is the operator's promise that every EVAL/EVALSHA/FCALL script is
+    /// deterministic; without it, those are refused.
+    pub fn new(databases: u32, trust_scripts: bool) -> Self {
+        Self {
+            db: 0,
+            databases,
+            trust_scripts,
+            multi: None,
+            watched: Vec::new(),
+        }
+    }
+
+    /// The selected database.
+    pub fn db(&self) -> u32 {
+        self.db
+    }
+
+    /// True between MULTI and EXEC/DISCARD.
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// Decides what to do with one request. See the [module docs](super)
+    /// for the contract of each [`Action`].
+    pub fn rewrite(&mut self, req: &Request, ctx: &Context) -> Action {
+        let Some(spec) = table::lookup(req) else {
+            let name = String::from_utf8_lossy(req.name()).into_owned();
+            return self.fail_in_multi(Action::Refuse(Refusal::unknown(&name)));
+        };
+        if !spec.arity_ok(req.len()) {
+            let err = format!("ERR wrong number of arguments for '{}' command", spec.name);
+            return self.fail_in_multi(Action::Reply(Frame::error(err)));
+        }
+        match spec.name {
+            "multi" => return self.multi(),
+            "exec" => return self.exec(),
+            "discard" => return self.discard(),
+            "watch" => return self.watch(req, ctx),
+            "unwatch" => {
+                self.watched.clear();
+                return Action::Reply(Frame::simple("OK"));
+            }
+            "select" => return self.select(req),
+            _ => {}
+        }
+        if self.multi.is_some() && spec.has_flag("no_multi") {
+            return self.fail_in_multi(Action::Reply(Frame::error(
+                "ERR Command not allowed inside a transaction",
+            )));
+        }
+        if self.multi.is_some() && !queueable(spec) {
+            return self.fail_in_multi(Action::Refuse(Refusal::new(
+                spec.name,
+                reason::NOT_IN_MULTI,
+            )));
+        }
+        let decided = self.decide(spec, req, ctx);
+        match (decided, &mut self.multi) {
+            (Decision::Refuse(r), Some(_)) => self.fail_in_multi(Action::Refuse(r)),
+            (Decision::Refuse(r), None) => Action::Refuse(r),
+            (Decision::Local, None) => Action::Local,
+            (Decision::Replicate(cmd), None) => Action::Replicate(Entry::Redis(RedisEntry {
+                db: self.db,
+                transaction: false,
+                guards: Vec::new(),
+                commands: vec![cmd],
+            })),
+            (Decision::Local, Some(m)) => {
+                m.commands.push(req.args.clone());
+                Action::Reply(Frame::simple("QUEUED"))
+            }
+            (Decision::Replicate(cmd), Some(m)) => {
+                m.commands.push(cmd);
+                Action::Reply(Frame::simple("QUEUED"))
+            }
+        }
+    }
+
+    /// Marks an open transaction as failed (EXEC will answer EXECABORT)
+    /// and passes the action through.
+    fn fail_in_multi(&mut self, action: Action) -> Action {
+        if let Some(m) = &mut self.multi {
+            m.failed = true;
+        }
+        action
+    }
+
+    fn decide(&self, spec: &CommandSpec, req: &Request, ctx: &Context) -> Decision {
+        let args = &req.args;
+        let now = ctx.now_ms;
+        match policy(spec, self.trust_scripts) {
+            Policy::Local | Policy::Session(_) => Decision::Local,
+            Policy::Replicate => Decision::Replicate(args.clone()),
+            Policy::Refuse(why) => Decision::Refuse(Refusal::new(spec.name, why)),
+            Policy::Rewrite(_) => Decision::Replicate(match spec.name {
+                "expire" => expiry::expire(args, 1000, now).unwrap_or_else(|| args.clone()),
+                "pexpire" => expiry::expire(args, 1, now).unwrap_or_else(|| args.clone()),
+                "setex" => expiry::setex(args, 1000, now).unwrap_or_else(|| args.clone()),
+                "psetex" => expiry::setex(args, 1, now).unwrap_or_else(|| args.clone()),
+                "set" => expiry::ex_px_options(args, 3, now),
+                "getex" => expiry::ex_px_options(args, 2, now),
+                "restore" => expiry::restore(args, now),
+                _ => expiry::xadd(args, now),
+            }),
+            Policy::Depends(_) => depends(spec, args),
+        }
+    }
+
+    fn multi(&mut self) -> Action {
+        if self.multi.is_some() {
+            return Action::Reply(Frame::error("ERR MULTI calls can not be nested"));
+        }
+        self.multi = Some(Multi {
+            db: self.db,
+            db_after: self.db,
+            ..Multi::default()
+        });
+        Action::Reply(Frame::simple("OK"))
+    }
+
+    fn exec(&mut self) -> Action {
+        let Some(m) = self.multi.take() else {
+            return Action::Reply(Frame::error("ERR EXEC without MULTI"));
+        };
+        let guards = std::mem::take(&mut self.watched);
+        if m.failed {
+            return Action::Reply(Frame::error(
+                "EXECABORT Transaction discarded because of previous errors.",
+            ));
+        }
+        self.db = m.db_after;
+        Action::Replicate(Entry::Redis(RedisEntry {
+            db: m.db,
+            transaction: true,
+            guards,
+            commands: m.commands,
+        }))
+    }
+
+    fn discard(&mut self) -> Action {
+        if self.multi.take().is_none() {
+            return Action::Reply(Frame::error("ERR DISCARD without MULTI"));
+        }
+        self.watched.clear();
+        Action::Reply(Frame::simple("OK"))
+    }
+
+    fn watch(&mut self, req: &Request, ctx: &Context) -> Action {
+        if self.multi.is_some() {
+            return self.fail_in_multi(Action::Reply(Frame::error(
+                "ERR WATCH inside MULTI is not allowed",
+            )));
+        }
+        for key in &req.args[1..] {
+            self.watched.push(WatchGuard {
+                db: self.db,
+                key: key.clone(),
+                seen_index: ctx.applied_index,
+            });
+        }
+        Action::Reply(Frame::simple("OK"))
+    }
+
+    fn select(&mut self, req: &Request) -> Action {
+        let db = parse_i64(&req.args[1]);
+        let Some(db) = db
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|&d| d < self.databases)
+        else {
+            let msg = if db.is_some() {
+                "ERR DB index is out of range"
+            } else {
+                "ERR value is not an integer or out of range"
+            };
+            return self.fail_in_multi(Action::Reply(Frame::error(msg)));
+        };
+        match &mut self.multi {
+            Some(m) => {
+                m.commands.push(req.args.clone());
+                m.db_after = db;
+                Action::Reply(Frame::simple("QUEUED"))
+            }
+            None => {
+                self.db = db;
+                Action::Reply(Frame::simple("OK"))
+            }
+        }
+    }
+}
+
+/// Whether a command may be queued in a transaction: the transaction runs
+/// on every replica's apply connection, so only data commands (and `PING`,
+/// `ECHO`) may go there.
+fn queueable(spec: &CommandSpec) -> bool {
+    use crate::table::CommandClass::*;
+    match table::class_of(spec) {
+        Read | Write | Scripting | Blocking => true,
+        PubSub => matches!(spec.name, "publish" | "spublish"),
+        ConnectionState => matches!(spec.name, "ping" | "echo"),
+        Admin | Unsupported => false,
+    }
+}
+
+/// The outcome for one command before MULTI handling.
+enum Decision {
+    Local,
+    Replicate(Vec<Bytes>),
+    Refuse(Refusal),
+}
+
+/// Commands whose treatment depends on their arguments.
+fn depends(spec: &CommandSpec, args: &[Bytes]) -> Decision {
+    let has = |word: &str| args.iter().skip(1).any(|a| eq(a, word));
+    match spec.name {
+        "sort" | "georadius" | "georadiusbymember" if has("store") || has("storedist") => {
+            Decision::Replicate(args.to_vec())
+        }
+        "sort" | "georadius" | "georadiusbymember" => Decision::Local,
+        "xreadgroup" if has("block") => {
+            Decision::Refuse(Refusal::new(spec.name, reason::XREADGROUP_BLOCK))
+        }
+        "xreadgroup" => Decision::Replicate(args.to_vec()),
+        // XCLAIM key group consumer min-idle-time ...; XAUTOCLAIM key group
+        // consumer min-idle-time start ...: argument 4 either way.
+        _ => match args.get(4).and_then(|a| parse_i64(a)) {
+            Some(0) => Decision::Replicate(args.to_vec()),
+            Some(_) => Decision::Refuse(Refusal::new(spec.name, reason::IDLE_TIME)),
+            None => Decision::Replicate(args.to_vec()),
+        },
+    }
+}
