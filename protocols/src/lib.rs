@@ -36,6 +36,8 @@
 
 pub mod entry;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzz_logic;
 mod limits;
 mod line;
 pub mod memcached;

@@ -57,10 +57,12 @@ pub mod reason {
 pub fn policy(spec: &CommandSpec, trust_scripts: bool) -> Policy {
     use Policy::*;
     let rewrite = match spec.name {
-        "expire" | "pexpire" => Some("relative TTL becomes PEXPIREAT <absolute ms>, options kept"),
-        "setex" | "psetex" => Some("becomes SET key value PXAT <absolute ms>"),
-        "set" => Some("EX/PX become PXAT <absolute ms>"),
-        "getex" => Some("EX/PX become PXAT <absolute ms>"),
+        "expire" | "pexpire" => {
+            Some("relative TTL becomes PEXPIREAT `<absolute ms>`, options kept")
+        }
+        "setex" | "psetex" => Some("becomes SET key value PXAT `<absolute ms>`"),
+        "set" => Some("EX/PX become PXAT `<absolute ms>`"),
+        "getex" => Some("EX/PX become PXAT `<absolute ms>`"),
         "restore" => Some("a relative TTL gets ABSTTL with the absolute time"),
         "xadd" => Some("an auto ID `*` becomes `<leader ms>-*`"),
         _ => None,
