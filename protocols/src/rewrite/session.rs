@@ -90,6 +90,14 @@ impl RedisSession {
                 return Action::Reply(Frame::simple("OK"));
             }
             "select" => return self.select(req),
+            "reset" => {
+                // The backend connection resets too (db 0, no MULTI, no
+                // WATCH); the session follows.
+                self.db = 0;
+                self.multi = None;
+                self.watched.clear();
+                return Action::Local;
+            }
             _ => {}
         }
         if self.multi.is_some() && spec.has_flag("no_multi") {
@@ -276,5 +284,88 @@ fn depends(spec: &CommandSpec, args: &[Bytes]) -> Decision {
             Some(_) => Decision::Refuse(Refusal::new(spec.name, reason::IDLE_TIME)),
             None => Decision::Replicate(args.to_vec()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            now_ms: 1_000,
+            applied_index: 5,
+        }
+    }
+
+    fn run(s: &mut RedisSession, line: &str) -> Action {
+        s.rewrite(&Request::new(line.split(' ')), &ctx())
+    }
+
+    #[test]
+    fn transactions_carry_db_and_guards() {
+        let mut s = RedisSession::default();
+        assert_eq!(run(&mut s, "SELECT 2"), Action::Reply(Frame::simple("OK")));
+        assert_eq!(run(&mut s, "WATCH a b"), Action::Reply(Frame::simple("OK")));
+        assert_eq!(run(&mut s, "MULTI"), Action::Reply(Frame::simple("OK")));
+        assert_eq!(
+            run(&mut s, "SETEX k 1 v"),
+            Action::Reply(Frame::simple("QUEUED"))
+        );
+        assert_eq!(
+            run(&mut s, "SELECT 3"),
+            Action::Reply(Frame::simple("QUEUED"))
+        );
+        assert_eq!(s.db(), 2, "SELECT inside MULTI takes effect at EXEC");
+        let Action::Replicate(Entry::Redis(e)) = run(&mut s, "EXEC") else {
+            panic!("EXEC")
+        };
+        assert_eq!(s.db(), 3);
+        assert_eq!(
+            (e.db, e.transaction, e.guards.len(), e.commands.len()),
+            (2, true, 2, 2)
+        );
+        assert_eq!(e.guards[0].seen_index, 5);
+        assert_eq!(
+            e.commands[0],
+            Request::new(["SET", "k", "v", "PXAT", "2000"]).args
+        );
+        assert_eq!(
+            run(&mut s, "EXEC"),
+            Action::Reply(Frame::error("ERR EXEC without MULTI"))
+        );
+        assert_eq!(
+            run(&mut s, "SELECT 16"),
+            Action::Reply(Frame::error("ERR DB index is out of range"))
+        );
+    }
+
+    #[test]
+    fn reset_clears_the_session() {
+        let mut s = RedisSession::default();
+        run(&mut s, "SELECT 4");
+        run(&mut s, "MULTI");
+        assert_eq!(run(&mut s, "RESET"), Action::Local);
+        assert_eq!((s.db(), s.in_multi()), (0, false));
+        let Action::Replicate(Entry::Redis(e)) = run(&mut s, "SET k v") else {
+            panic!()
+        };
+        assert_eq!((e.db, e.transaction), (0, false));
+    }
+
+    #[test]
+    fn connection_commands_cannot_be_queued() {
+        let mut s = RedisSession::default();
+        run(&mut s, "MULTI");
+        assert_eq!(run(&mut s, "PING"), Action::Reply(Frame::simple("QUEUED")));
+        assert!(matches!(
+            run(&mut s, "CONFIG SET maxmemory 1"),
+            Action::Refuse(_)
+        ));
+        assert!(matches!(run(&mut s, "SUBSCRIBE ch"), Action::Refuse(_)));
+        assert!(matches!(
+            run(&mut s, "EXEC"),
+            Action::Reply(Frame::Error(_))
+        ));
     }
 }

@@ -114,3 +114,68 @@ impl WatchTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(db: u32, cmds: &[&str]) -> RedisEntry {
+        RedisEntry {
+            db,
+            transaction: false,
+            guards: Vec::new(),
+            commands: cmds
+                .iter()
+                .map(|c| {
+                    c.split(' ')
+                        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn guard(db: u32, key: &str, seen_index: u64) -> WatchGuard {
+        WatchGuard {
+            db,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            seen_index,
+        }
+    }
+
+    #[test]
+    fn writes_after_the_watch_conflict() {
+        let mut t = WatchTracker::new(1 << 10);
+        t.record(3, &entry(0, &["SET a 1", "GET b"]));
+        assert!(t.conflicts(&[guard(0, "a", 2)]));
+        assert!(
+            !t.conflicts(&[guard(0, "a", 3)]),
+            "a write at or before the watch does not conflict"
+        );
+        assert!(!t.conflicts(&[guard(0, "b", 2)]), "reads do not conflict");
+        assert!(
+            !t.conflicts(&[guard(1, "a", 2)]),
+            "other databases do not conflict"
+        );
+        t.record(4, &entry(1, &["SELECT 2", "DEL c"]));
+        assert!(
+            t.conflicts(&[guard(2, "c", 3)]),
+            "SELECT inside an entry moves the db"
+        );
+        t.record(5, &entry(1, &["FLUSHDB"]));
+        assert!(t.conflicts(&[guard(1, "anything", 4)]));
+        assert!(!t.conflicts(&[guard(0, "anything", 4)]));
+        t.record(6, &entry(0, &["SWAPDB 0 1"]));
+        assert!(t.conflicts(&[guard(7, "anything", 5)]));
+    }
+
+    #[test]
+    fn one_bucket_makes_every_write_conflict() {
+        let mut t = WatchTracker::new(1);
+        t.record(9, &entry(0, &["SET x 1"]));
+        assert!(
+            t.conflicts(&[guard(0, "y", 8)]),
+            "a collision aborts, never misses"
+        );
+    }
+}
