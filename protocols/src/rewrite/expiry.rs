@@ -3,7 +3,16 @@
 
 use bytes::Bytes;
 
-use crate::line::parse_i64;
+/// Parses an integer exactly as redis-server's `string2ll` does: no sign
+/// other than a leading `-`, no leading zeros, no `-0`. Anything Redis
+/// would reject is left unrewritten, so the backend still rejects it.
+fn parse_i64(s: &[u8]) -> Option<i64> {
+    let digits = s.strip_prefix(b"-").unwrap_or(s);
+    if digits.is_empty() || (digits[0] == b'0' && (s.len() > 1)) {
+        return None;
+    }
+    crate::line::parse_i64(s)
+}
 
 /// Memcached's cut-over: an exptime above 30 days is an absolute Unix time.
 pub const MEMCACHED_RELATIVE_MAX_S: i64 = 60 * 60 * 24 * 30;
@@ -151,6 +160,12 @@ mod tests {
             Some(b(&["PEXPIREAT", "k", "10005", "NX"]))
         );
         assert_eq!(expire(&b(&["EXPIRE", "k", "x"]), 1000, 5), None);
+        assert_eq!(expire(&b(&["EXPIRE", "k", "010"]), 1000, 5), None);
+        assert_eq!(expire(&b(&["EXPIRE", "k", "-0"]), 1000, 5), None);
+        assert_eq!(
+            expire(&b(&["EXPIRE", "k", "0"]), 1000, 5),
+            Some(b(&["PEXPIREAT", "k", "5"]))
+        );
         assert_eq!(
             setex(&b(&["SETEX", "k", "2", "v"]), 1000, 5),
             Some(b(&["SET", "k", "v", "PXAT", "2005"]))
