@@ -218,6 +218,9 @@ fn mc_request() -> impl Strategy<Value = McRequest> {
         (any::<u64>(), any::<bool>())
             .prop_map(|(level, noreply)| McRequest::Verbosity { level, noreply }),
         proptest::collection::vec(token(), 0..3).prop_map(|args| McRequest::Stats { args }),
+        "(zz[a-z]{0,6})( [a-z0-9]{1,5}){0,3}".prop_map(|l| McRequest::Other {
+            line: Bytes::from(l)
+        }),
     ]
 }
 

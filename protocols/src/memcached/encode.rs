@@ -30,6 +30,11 @@ fn noreply(dst: &mut BytesMut, on: bool) {
 impl McRequest {
     /// Appends this request's wire form to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
+        if let McRequest::Other { line } = self {
+            dst.extend_from_slice(line);
+            crlf(dst);
+            return;
+        }
         dst.extend_from_slice(self.verb_name().as_bytes());
         match self {
             McRequest::Storage(s) => {
@@ -105,7 +110,7 @@ impl McRequest {
                     dst.extend_from_slice(a);
                 }
             }
-            McRequest::Version | McRequest::Quit => {}
+            McRequest::Version | McRequest::Quit | McRequest::Other { .. } => {}
             McRequest::Meta(m) => {
                 if m.verb != MetaVerb::Noop {
                     sp(dst);

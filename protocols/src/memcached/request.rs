@@ -29,9 +29,11 @@ pub(crate) fn tokens(buf: &[u8], start: usize, end: usize, out: &mut Vec<(usize,
 /// Decodes memcached requests (text protocol and meta protocol).
 ///
 /// Follows the `tokio_util::codec::Decoder` contract (see the crate docs).
-/// A line memcached itself would reject (unknown command, bad number, key
-/// over 250 bytes) is a [`ProtocolError`]: for storage commands the data
-/// length is then unknown and the stream cannot be followed any further.
+/// A line with an unknown verb is [`McRequest::Other`] (memcached answers
+/// it with `ERROR` and carries on). A known command that memcached would
+/// reject (bad number, key over 250 bytes, missing argument) is a
+/// [`ProtocolError`]: for storage commands the data length is then unknown
+/// and the stream cannot be followed any further.
 #[derive(Debug, Default)]
 pub struct McRequestDecoder {
     limits: Limits,
@@ -137,7 +139,10 @@ impl McRequestDecoder {
         };
         tokens(buf, line.start, line.end, &mut self.toks);
         if self.toks.is_empty() {
-            return Err(ProtocolError::malformed("empty command line", 0));
+            let frame = buf.split_to(line.next).freeze();
+            return Ok(Some(McRequest::Other {
+                line: frame.slice(..line.end),
+            }));
         }
         if self.toks.len() as u64 > self.limits.array_len_max.saturating_add(2) {
             let max = self.limits.array_len_max;
@@ -336,7 +341,12 @@ fn parse_other(c: &Ctx<'_>, verb: &[u8]) -> Result<Parsed, ProtocolError> {
                 args: args.into_iter().map(|r| f.slice(r.0..r.1)).collect(),
             })
         }
-        _ => return Err(ProtocolError::malformed("unknown command", 0)),
+        _ => {
+            let end = c.toks.last().map_or(0, |t| t.1);
+            Box::new(move |f| McRequest::Other {
+                line: f.slice(..end),
+            })
+        }
     };
     Ok(Parsed::Done(req))
 }

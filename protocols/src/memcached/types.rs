@@ -196,6 +196,14 @@ pub enum McRequest {
     Quit,
     /// A meta command.
     Meta(Meta),
+    /// A line whose verb is not one of the above (or an empty line).
+    /// memcached answers such a line with `ERROR` and goes on with the next
+    /// line, so the stream stays in sync.
+    Other {
+        /// The line up to its last token (trailing spaces and the
+        /// terminator excluded).
+        line: Bytes,
+    },
 }
 
 impl McRequest {
@@ -231,6 +239,7 @@ impl McRequest {
             McRequest::Verbosity { .. } => "verbosity",
             McRequest::Stats { .. } => "stats",
             McRequest::Quit => "quit",
+            McRequest::Other { .. } => "unknown",
             McRequest::Meta(m) => match m.verb {
                 MetaVerb::Get => "mg",
                 MetaVerb::Set => "ms",

@@ -16,8 +16,10 @@ const CAS_REASON: &str =
 /// Decides what to do with one memcached request (memcached has no
 /// connection state that replication depends on).
 pub fn rewrite_memcached(req: &McRequest, ctx: &Context) -> Action {
-    if mc_class(req) != CommandClass::Write {
-        return Action::Local;
+    match mc_class(req) {
+        CommandClass::Write => {}
+        CommandClass::Unsupported => return Action::Refuse(Refusal::unknown(req.verb_name())),
+        _ => return Action::Local,
     }
     let now_s = ctx.now_ms.div_euclid(1000);
     let rewritten = match req {

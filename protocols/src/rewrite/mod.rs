@@ -57,6 +57,7 @@
 //! | `flush_all <delay>` | **rewritten**: the delay becomes absolute |
 //! | `delete`, `incr`, `decr`, `flush_all` | replicated as-is |
 //! | `cas`, meta commands with `C` | **refused**: CAS uniques are assigned independently by each memcached |
+//! | any other verb | **refused** with `ERROR`, as memcached answers unknown commands |
 
 mod apply;
 mod expiry;
@@ -130,8 +131,12 @@ impl Refusal {
         ))
     }
 
-    /// The memcached error line for the client.
+    /// The memcached error line for the client (`ERROR` for unknown
+    /// commands, as memcached itself answers).
     pub fn to_memcached(&self) -> crate::memcached::McReply {
+        if self.reason == policy::reason::UNKNOWN {
+            return crate::memcached::McReply::Error(bytes::Bytes::new());
+        }
         crate::memcached::McReply::ClientError(bytes::Bytes::from(format!(
             "mu-sidecar refuses '{}': {}",
             self.command, self.reason

@@ -126,6 +126,12 @@ pub fn lookup(req: &Request) -> Option<&'static CommandSpec> {
     find(&format!("{name}|{sub}"))
 }
 
+/// The class of a request; unknown commands and subcommands are
+/// [`CommandClass::Unsupported`].
+pub fn classify(req: &Request) -> CommandClass {
+    lookup(req).map_or(CommandClass::Unsupported, class_of)
+}
+
 /// The table entry named `name` (lower case; `container|sub`).
 pub fn find(name: &str) -> Option<&'static CommandSpec> {
     REDIS_COMMANDS
@@ -312,6 +318,11 @@ mod tests {
             CommandClass::Unsupported
         );
         assert!(lookup(&Request::new(["NOSUCH"])).is_none());
+        assert_eq!(
+            classify(&Request::new(["NOSUCH"])),
+            CommandClass::Unsupported
+        );
+        assert_eq!(classify(&Request::new(["Get", "k"])), CommandClass::Read);
         assert!(lookup(&Request::new(["CONFIG", "NOSUCH"])).is_none());
     }
 }
