@@ -11,11 +11,12 @@
 //! leader may have rewritten it meanwhile, in which case the cache is
 //! dropped and the log is read again from the cursor (mu-reference §7 B6).
 //!
-//! Only copies written under the log's current min proposal are cached. A
-//! new leader rewrites a follower's log from the follower's apply position;
-//! if the follower went on applying older copies meanwhile and the rewrite
-//! were torn, the only copy of an entry it applied could be destroyed. With
-//! this rule the follower applies nothing the new leader may still rewrite.
+//! A new leader rewrites a follower's log from the follower's apply
+//! position. If the follower went on applying older copies meanwhile and the
+//! rewrite were torn, the only copy of an entry it applied could be
+//! destroyed. So a follower stops applying when it grants its log, and
+//! starts again only when the new holder's grant stamp lands, which the
+//! holder writes after the whole catch-up range (see `core::leader`).
 
 use crate::fabric::Memory;
 use crate::log::{entry, ring};
@@ -125,11 +126,8 @@ impl Applier {
         self.commit = self.applied + 1;
     }
 
-    /// Extends the cache with entries found in the local ring. Only copies
-    /// written under `proposal` (the log's current min proposal, i.e. by the
-    /// current holder) join: a copy left by an earlier leader may still be
-    /// rewritten by the current one, and must not be applied meanwhile.
-    pub fn scan(&mut self, mem: &dyn Memory, proposal: u64) -> Scan {
+    /// Extends the cache with entries found in the local ring.
+    pub fn scan(&mut self, mem: &dyn Memory) -> Scan {
         let mut found = 0;
         while found < SCAN_BATCH && self.pending.len() < self.pending_cap {
             let pos = self.next_pos();
@@ -155,7 +153,7 @@ impl Applier {
                 return Scan::Lapped;
             }
             let h = parsed.header;
-            if h.proposal != proposal || h.prev_hash != self.last_hash() || h.commit > h.index {
+            if h.prev_hash != self.last_hash() || h.commit > h.index {
                 break;
             }
             self.pending.push_back(Pending {

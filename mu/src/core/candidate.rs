@@ -50,6 +50,7 @@ enum Stage {
 struct PeerLog {
     stage: Stage,
     min_proposal: u64,
+    floor: u64,
     status: PeerStatus,
     read_pos: u64,
     read_len: u64,
@@ -146,6 +147,7 @@ impl Core {
         let mut peers: Vec<PeerLog> = (0..self.n).map(|_| PeerLog::default()).collect();
         let me = self.id.idx();
         peers[me].min_proposal = self.own_min_proposal(mem);
+        peers[me].floor = mem.read_u64(layout::FLOOR);
         peers[me].stage = Stage::Done;
         if self.read_own_chain(&mut peers[me], mem).is_err() {
             return self.set_lapped();
@@ -236,13 +238,16 @@ impl Core {
                 let Some((st, _)) = self.landed_status(q, mem) else {
                     return self.read_meta(q);
                 };
-                let min_proposal = mem.read_u64(layout::landing(layout::HEADER_LANDING, q));
+                let header = layout::landing(layout::HEADER_LANDING, q);
+                let min_proposal = mem.read_u64(header);
+                let floor = mem.read_u64(header + (layout::FLOOR - layout::LOG));
                 let start = self.applier.apply_pos;
                 let Some(p) = &mut self.cand().prepare else {
                     return;
                 };
                 let log = &mut p.peers[q.idx()];
                 log.min_proposal = min_proposal;
+                log.floor = floor;
                 log.status = st;
                 log.stage = Stage::Chain;
                 log.read_pos = start;
@@ -391,18 +396,41 @@ impl Core {
         for (log, _) in prep.peers.iter().zip(members).filter(|(_, m)| *m) {
             highest = highest.max(log.min_proposal);
         }
+        // A member whose ring floor is above this candidate's cursor may
+        // have reused the space of entries the candidate still needs.
+        let floor = (0..self.n)
+            .filter(|&q| members[q])
+            .map(|q| prep.peers[q].floor)
+            .max()
+            .unwrap_or(0);
+        if floor > self.applier.apply_pos {
+            return self.set_lapped();
+        }
         let proposal = proposal_number(proposal_round(highest) + 1, self.id);
         self.last_proposal = proposal;
         mem.write_u64(layout::MIN_PROPOSAL, proposal);
         mem.write_u64(layout::STAGE_MIN_PROPOSAL, proposal);
 
         let mut leader = Leader::new(proposal, self.cfg.max_payload);
+        leader.floor = floor;
+        mem.write_u64(layout::STAGE_FLOOR, floor);
         leader.tail_pos = self.applier.apply_pos;
         leader.tail_index = self.applier.applied;
         leader.tail_hash = self.applier.applied_hash;
         leader.commit = self.applier.applied + 1;
         self.adopt(&prep, &mut leader, mem);
-        leader.last_piggyback = leader.commit;
+        let behind =
+            (0..self.n).any(|q| members[q] && prep.peers[q].status.applied > leader.tail_index);
+        if behind {
+            // A member applied entries this candidate could not read back
+            // (the ring moved past its cursor): it cannot lead without a
+            // state transfer.
+            self.applier.reset();
+            return self.set_lapped();
+        }
+        // No entry has carried the commit index to the followers yet: the
+        // idle flush sends it once the new leader is quiet.
+        leader.last_piggyback = 0;
         leader.last_append_at = self.now;
         for q in self.peers().collect::<Peers>() {
             let f = &mut leader.followers[q.idx()];
@@ -426,7 +454,6 @@ impl Core {
     fn adopt(&mut self, prep: &Prepare, leader: &mut Leader, mem: &mut dyn Memory) {
         let capacity = self.cfg.ring_capacity;
         let lowest_wins = crate::planted!(self.cfg, PrepareIgnoresHigherProposal);
-        let largest = entry::total_len(self.cfg.max_payload);
         let first = self.applier.applied + 1;
         for k in first.. {
             let at = (k - first) as usize;
@@ -453,9 +480,11 @@ impl Core {
                 break;
             };
             let total = entry::total_len(h.len);
-            // Decided entries always fit: they were written within the
-            // ring's bounds. Only undecided values can be left out here.
-            if leader.tail_pos + total - self.applier.apply_pos > capacity - largest {
+            // Decided entries always fit: every leader kept its tail within
+            // a ring of its published floor, and no member's floor is above
+            // this cursor (checked before). Only undecided values, mixed
+            // from logs with different sizes, can be left out here.
+            if leader.tail_pos + total - self.applier.apply_pos > capacity {
                 break;
             }
             let header = entry::Header {

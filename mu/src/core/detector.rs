@@ -21,6 +21,8 @@ pub struct PeerStatus {
     pub applied: u64,
     /// Absolute position of the next entry to apply.
     pub apply_pos: u64,
+    /// Who may write its log.
+    pub holder: Option<NodeId>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -50,6 +50,8 @@ pub(super) struct Follower {
     pub known_applied: u64,
     /// Left out of ring recycling because it was dead when space ran out.
     pub excluded: bool,
+    /// Grant stamp to write once everything up to the position is sent.
+    stamp: Option<(u64, u64)>,
     join_reads: u8,
 }
 
@@ -66,6 +68,8 @@ pub(super) struct Leader {
     pub last_hint_at: u64,
     pub hint_sent: u64,
     pub last_piggyback: u64,
+    /// Ring floor published to the followers (see `layout::FLOOR`).
+    pub floor: u64,
     pub encode_buf: Vec<u8>,
 }
 
@@ -82,6 +86,7 @@ impl Leader {
             last_hint_at: 0,
             hint_sent: 0,
             last_piggyback: 0,
+            floor: 0,
             encode_buf: vec![0; entry::total_len(max_payload) as usize],
         }
     }
@@ -117,6 +122,7 @@ impl Core {
                 return Err(ProposeError::LogFull { needed: need, free });
             }
         }
+        self.raise_floor(need, mem);
         let id = EntryId::new(self.id, self.cfg.incarnation, self.entry_seq);
         self.entry_seq += 1;
         let capacity = self.cfg.ring_capacity;
@@ -155,7 +161,8 @@ impl Core {
         })
     }
 
-    /// Posts the not yet sent part of the log to a confirmed follower.
+    /// Posts the not yet sent part of the log to a confirmed follower, and
+    /// its grant stamp once the catch-up range is out.
     pub(super) fn pump(&mut self, q: NodeId) {
         let max_inflight = self.cfg.max_inflight_per_peer;
         let capacity = self.cfg.ring_capacity;
@@ -163,10 +170,21 @@ impl Core {
             let l = self.ldr();
             let (tail_pos, tail_index) = (l.tail_pos, l.tail_index);
             let f = l.followers[q.idx()];
-            if f.phase != Phase::Confirmed
-                || f.sent_pos >= tail_pos
-                || f.writes_inflight + 2 > max_inflight
-            {
+            if f.phase != Phase::Confirmed || f.writes_inflight + 3 > max_inflight {
+                return;
+            }
+            if let Some((request, target)) = f.stamp.filter(|s| f.sent_pos >= s.1) {
+                debug_assert!(target <= f.sent_pos);
+                let stage = layout::slot(layout::STAGE_STAMPS, q);
+                let kind = OpKind::HeaderWrite { epoch: f.epoch };
+                self.post_write(q, kind, stage, layout::STAMP, 8);
+                let f = &mut self.ldr().followers[q.idx()];
+                f.stamp = None;
+                f.writes_inflight += 1;
+                let _ = request;
+            }
+            let f = self.ldr().followers[q.idx()];
+            if f.sent_pos >= tail_pos {
                 return;
             }
             let len = (tail_pos - f.sent_pos).min(MAX_WRITE);
@@ -271,9 +289,38 @@ impl Core {
         self.applier.apply(mem);
     }
 
+    /// Before the ring reuses space below the published floor, publish a
+    /// higher one (the recycling point) to every follower; per-peer order
+    /// makes it land before the entry that reuses the space.
+    fn raise_floor(&mut self, need: u64, mem: &mut dyn Memory) {
+        let capacity = self.cfg.ring_capacity;
+        let point = self.recycle_point();
+        let l = self.ldr();
+        if l.tail_pos + need <= l.floor + capacity {
+            return;
+        }
+        l.floor = l.floor.max(point);
+        let floor = l.floor;
+        mem.write_u64(layout::STAGE_FLOOR, floor);
+        mem.write_u64(layout::FLOOR, floor);
+        for q in self.peers().collect::<Peers>() {
+            let f = self.ldr().followers[q.idx()];
+            if f.phase == Phase::Confirmed {
+                let kind = OpKind::HeaderWrite { epoch: f.epoch };
+                self.post_write(q, kind, layout::STAGE_FLOOR, layout::FLOOR, 8);
+            }
+        }
+    }
+
     /// Bytes the ring can take before overwriting something a live member
     /// has not applied.
     fn ring_free(&self) -> u64 {
+        let l = self.ldr_ref().expect("leader");
+        self.cfg.ring_capacity - (l.tail_pos - self.recycle_point()).min(self.cfg.ring_capacity)
+    }
+
+    /// The lowest apply position among the members recycling waits for.
+    fn recycle_point(&self) -> u64 {
         let l = self.ldr_ref().expect("leader");
         let mut point = self.applier.apply_pos;
         if !crate::planted!(self.cfg, RecycleUnappliedSpace) {
@@ -284,7 +331,7 @@ impl Core {
                 }
             }
         }
-        self.cfg.ring_capacity - (l.tail_pos - point).min(self.cfg.ring_capacity)
+        point
     }
 
     /// Recycling never waits on a dead node: a follower the detector
@@ -313,8 +360,27 @@ impl Core {
 
     /// Heartbeat reads tell the leader how far each member applied.
     pub(super) fn leader_learns_status(&mut self, q: NodeId, st: PeerStatus) {
+        let capacity = self.cfg.ring_capacity;
+        let me = self.id;
         if let Role::Leader(l) = &mut self.role {
+            let (tail_pos, floor) = (l.tail_pos, l.floor);
             let f = &mut l.followers[q.idx()];
+            if f.phase == Phase::Lapped
+                && st.apply_pos >= floor
+                && st.apply_pos + capacity >= tail_pos
+            {
+                // A state transfer brought it back within the ring: hold
+                // recycling for it and ask for its log again.
+                f.phase = Phase::Absent;
+                f.excluded = false;
+                f.requested_at = 0;
+            }
+            if f.phase == Phase::Confirmed && st.holder != Some(me) {
+                // It granted its log to someone else: this leader may be
+                // deposed even if it has nothing to write right now.
+                let epoch = f.epoch;
+                return self.follower_lost(q, epoch, OpError::Permission);
+            }
             if f.phase == Phase::Confirmed {
                 f.known_apply_pos = f.known_apply_pos.max(st.apply_pos);
                 f.known_applied = f.known_applied.max(st.applied);
@@ -332,7 +398,7 @@ impl Core {
             let alive = self.detector.alive(q);
             let f = self.ldr().followers[q.idx()];
             match f.phase {
-                Phase::Absent if alive && now >= f.requested_at + timeout => {
+                Phase::Absent | Phase::Lapped if alive && now >= f.requested_at + timeout => {
                     let r = self.next_request();
                     let stage = layout::slot(layout::STAGE_REQUESTS, q);
                     mem.write_u64(stage, r);
@@ -432,18 +498,28 @@ impl Core {
         mem: &mut dyn Memory,
     ) {
         let capacity = self.cfg.ring_capacity;
+        let now = self.now;
+        let ring_start = self.ring_start;
         let l = self.ldr();
-        let (tail_pos, tail_index) = (l.tail_pos, l.tail_index);
+        let (tail_pos, tail_index, floor) = (l.tail_pos, l.tail_index, l.floor);
         let f = &mut l.followers[q.idx()];
         f.known_apply_pos = st.apply_pos;
         f.known_applied = st.applied;
-        assert!(
-            st.apply_pos <= tail_pos,
-            "follower {q} applied past the leader's log ({} > {tail_pos})",
-            st.apply_pos
-        );
-        if tail_pos - st.apply_pos > capacity {
+        if st.apply_pos > tail_pos {
+            // It applied entries this leader does not have: they were
+            // decided by a newer leader, so this one is stale.
+            return self.step_down();
+        }
+        // Below `ring_start` this leader's own ring holds nothing to send.
+        let behind = st.apply_pos < floor || st.apply_pos < ring_start;
+        if tail_pos - st.apply_pos > capacity || behind {
+            // Tell it (the floor lands in its header and it sees that it
+            // is behind), and ask again later: a state transfer moves it on.
             f.phase = Phase::Lapped;
+            f.requested_at = now;
+            let kind = OpKind::HeaderWrite { epoch: f.epoch };
+            mem.write_u64(layout::STAGE_FLOOR, floor.max(st.apply_pos + 1));
+            self.post_write(q, kind, layout::STAGE_FLOOR, layout::FLOOR, 8);
             return;
         }
         f.phase = Phase::Confirmed;
@@ -460,14 +536,16 @@ impl Core {
             layout::MIN_PROPOSAL,
             8,
         );
-        let stamp = layout::slot(layout::STAGE_STAMPS, q);
-        mem.write_u64(stamp, request);
+        mem.write_u64(layout::slot(layout::STAGE_STAMPS, q), request);
         if recovering {
             let through = layout::slot(layout::STAGE_RECOVERED, q);
             mem.write_u64(through, tail_index + 1);
             self.post_write(q, header, through, layout::RECOVERED_THROUGH, 8);
         }
-        self.post_write(q, header, stamp, layout::STAMP, 8);
+        // The stamp lets the follower apply again. It goes out after the
+        // whole range the follower could apply has been rewritten, so the
+        // follower never applies a copy that this leader may still overwrite.
+        self.ldr().followers[q.idx()].stamp = Some((request, tail_pos));
         self.pump(q);
     }
 

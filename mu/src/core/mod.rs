@@ -36,11 +36,11 @@ pub use action::Action;
 pub use applier::Delivery;
 
 use crate::config::{Config, StartMode};
-use crate::error::{ConfigError, ProposeError};
+use crate::error::{ConfigError, OpError, ProposeError};
 use crate::fabric::{Completion, Memory, OpId};
 use crate::log::entry;
 use crate::log::layout::{self, Layout};
-use crate::types::{EntryId, NodeId, MAX_NODES};
+use crate::types::{majority, EntryId, NodeId, MAX_NODES};
 use applier::{Applier, Scan};
 use candidate::Candidate;
 use detector::{Detector, PeerStatus};
@@ -56,6 +56,8 @@ const FLAG_RECOVERING: u64 = 1;
 const FLAG_LAPPED: u64 = 2;
 /// Status record flag: currently leading.
 const FLAG_LEADER: u64 = 4;
+/// Status record: bits 8..16 hold the log holder's id + 1 (0: none).
+const HOLDER_SHIFT: u32 = 8;
 
 /// The role a replica plays.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -111,6 +113,27 @@ pub struct Status {
     pub leader_terms: u64,
 }
 
+/// Where a replica's applied prefix ends, for state transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    /// Last applied index.
+    pub applied: u64,
+    /// Chain hash of that entry.
+    pub hash: u64,
+    /// Absolute ring position of the next entry.
+    pub apply_pos: u64,
+}
+
+/// Internal state exposed to the simulator's checks.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct Inspect {
+    pub tail_pos: Option<u64>,
+    pub confirmed: [bool; MAX_NODES],
+    pub apply_pos: u64,
+    pub log: Vec<(u64, u64)>,
+}
+
 /// A peer as seen by the failure detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerView {
@@ -132,6 +155,7 @@ enum OpKind {
     HeaderWrite { epoch: u32 },
     JoinRead { epoch: u32 },
     PrepRead { last: bool },
+    RestoreRead,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +198,11 @@ pub struct Core {
     /// Set when the log was granted: no applying until the holder writes
     /// this stamp into the log header.
     frozen: Option<u64>,
+    /// Lowest absolute position the own ring holds valid entries from (the
+    /// point of the last state transfer; entries below it were never here).
+    ring_start: u64,
+    /// After a restart: the promise is being restored (see `restore_tick`).
+    restore: Option<Restore>,
     request_seq: u64,
     entry_seq: u64,
     last_progress_at: u64,
@@ -213,6 +242,8 @@ impl Core {
             served: [0; MAX_NODES],
             holder: None,
             frozen: None,
+            ring_start: 0,
+            restore: (cfg.start == StartMode::Rejoin).then(Restore::default),
             request_seq: now,
             entry_seq: 0,
             last_progress_at: now,
@@ -223,6 +254,125 @@ impl Core {
         };
         core.write_status(mem);
         Ok(core)
+    }
+
+    /// The applied point of this replica: what a state transfer donor
+    /// hands over together with the application state at that point.
+    pub fn snapshot_point(&self) -> SnapshotPoint {
+        SnapshotPoint {
+            applied: self.applier.applied,
+            hash: self.applier.applied_hash,
+            apply_pos: self.applier.apply_pos,
+        }
+    }
+
+    /// Continues from a state transfer: the application loaded a donor's
+    /// state at `point`. Everything below the point is decided; whatever
+    /// this replica accepted above it is still in its ring, so a replica
+    /// that kept its memory keeps its vote. A restarted one stays rejoining
+    /// until a leader has brought it up to date.
+    pub fn install_snapshot(&mut self, point: SnapshotPoint) {
+        self.applier.applied = point.applied;
+        self.applier.applied_hash = point.hash;
+        self.applier.apply_pos = point.apply_pos;
+        self.applier.reset();
+        self.ring_start = point.apply_pos;
+        self.lapped = false;
+        if !matches!(self.role, Role::Follower) {
+            self.step_down();
+        }
+        // The leader's idea of this log is stale now: revoke it, so its next
+        // write fails and it joins this replica again from the new point.
+        self.actions.push(Action::Grant {
+            peer: self.id,
+            revoke_others: true,
+        });
+        self.holder = Some(self.id);
+        self.frozen = None;
+    }
+
+    /// The leader's tail position and confirmed followers, if leading.
+    #[doc(hidden)]
+    pub fn inspect_leader(&self) -> Option<(u64, [bool; MAX_NODES])> {
+        let Role::Leader(l) = &self.role else {
+            return None;
+        };
+        let confirmed = std::array::from_fn(|p| l.followers[p].phase == leader::Phase::Confirmed);
+        Some((l.tail_pos, confirmed))
+    }
+
+    /// A one-line dump of internal state for failure reports.
+    #[doc(hidden)]
+    pub fn debug(&self) -> String {
+        let phases = match &self.role {
+            Role::Leader(l) => format!(
+                "{:?}",
+                l.followers[..self.n]
+                    .iter()
+                    .map(|f| (
+                        f.phase,
+                        f.acked,
+                        f.sent_pos,
+                        f.known_apply_pos,
+                        f.writes_inflight
+                    ))
+                    .collect::<Vec<_>>()
+            ),
+            _ => String::new(),
+        };
+        let holders: Vec<_> = self
+            .peers()
+            .map(|p| {
+                (
+                    p.0,
+                    self.detector.last(p).holder,
+                    self.detector.alive(p),
+                    self.status_reading[p.idx()],
+                    self.detector.last(p).applied,
+                )
+            })
+            .collect();
+        format!(
+            "holders={holders:?} frozen={:?} pending={} next_pos={} apply_pos={} inflight={:?} {phases}",
+            self.frozen,
+            self.applier.pending.len(),
+            self.applier.next_pos(),
+            self.applier.apply_pos,
+            self.inflight
+                .iter()
+                .map(|q| q.iter().map(|f| (f.op.0, f.kind, f.term)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// Absolute position of the next entry to apply.
+    #[doc(hidden)]
+    pub fn apply_pos(&self) -> u64 {
+        self.applier.apply_pos
+    }
+
+    /// Internal state for the simulator's invariant checks.
+    #[doc(hidden)]
+    pub fn inspect(&self) -> Inspect {
+        let mut confirmed = [false; MAX_NODES];
+        let mut tail_pos = None;
+        if let Role::Leader(l) = &self.role {
+            tail_pos = Some(l.tail_pos);
+            for (c, f) in confirmed.iter_mut().zip(l.followers.iter()) {
+                *c = f.phase == leader::Phase::Confirmed;
+            }
+        }
+        Inspect {
+            tail_pos,
+            confirmed,
+            apply_pos: self.applier.apply_pos,
+            log: self
+                .applier
+                .pending
+                .iter()
+                .map(|p| (p.index, p.hash))
+                .collect(),
+        }
     }
 
     /// The latest time the core was given.
@@ -254,6 +404,7 @@ impl Core {
             self.next_heartbeat_at = now + self.cfg.heartbeat_interval_ns;
             self.heartbeat_round(mem);
         }
+        self.restore_tick(mem);
         self.serve_requests(mem);
         self.follow(mem);
         self.elect(mem);
@@ -290,6 +441,7 @@ impl Core {
                 }
             }
             OpKind::ControlWrite => {}
+            OpKind::RestoreRead => self.on_restore_read(c.peer, c.result, mem),
             _ if op.term != self.term => {}
             OpKind::LogWrite { upto, epoch } => {
                 self.on_log_write(c.peer, upto, epoch, c.result, mem)
@@ -466,6 +618,9 @@ impl Core {
         if matches!(self.role, Role::Leader(_)) {
             f |= FLAG_LEADER;
         }
+        if let Some(h) = self.holder {
+            f |= (u64::from(h.0) + 1) << HOLDER_SHIFT;
+        }
         f
     }
 
@@ -502,6 +657,10 @@ impl Core {
                 eligible: flags & (FLAG_RECOVERING | FLAG_LAPPED) == 0,
                 applied: word(2),
                 apply_pos: word(3),
+                holder: match (flags >> HOLDER_SHIFT) & 0xff {
+                    0 => None,
+                    h => Some(NodeId(h as u8 - 1)),
+                },
             },
             flags,
         ))
@@ -528,6 +687,11 @@ impl Core {
     /// node's view of the leader (mu-reference §3.2, answered per node so a
     /// candidate needs only a majority).
     fn serve_requests(&mut self, mem: &mut dyn Memory) {
+        if self.restore.is_some() {
+            // A restarted replica forgot what it promised: it grants
+            // nothing until it has restored its promise.
+            return;
+        }
         let view = self.leader_view();
         let mut chosen: Option<(NodeId, u64)> = None;
         for c in self.peers().collect::<arrayvec::Peers>() {
@@ -576,6 +740,13 @@ impl Core {
         if self.lapped {
             return;
         }
+        // A ring floor above the cursor means a leader reused space this
+        // replica had not applied yet: it is behind the ring.
+        if !matches!(self.role, Role::Leader(_))
+            && mem.read_u64(layout::FLOOR) > self.applier.apply_pos
+        {
+            return self.set_lapped();
+        }
         let before = (self.applier.applied, self.applier.pending.len());
         match &self.role {
             Role::Leader(l) => {
@@ -589,8 +760,7 @@ impl Core {
                     }
                     self.frozen = None;
                 }
-                let proposal = self.own_min_proposal(mem);
-                if self.applier.scan(mem, proposal) == Scan::Lapped {
+                if self.applier.scan(mem) == Scan::Lapped {
                     self.set_lapped();
                     return;
                 }
@@ -618,13 +788,49 @@ impl Core {
             self.applier.reset();
             self.last_progress_at = self.now;
         }
-        // A peer whose cursor is a whole ring ahead proves that the entries
-        // this replica needs next were overwritten everywhere.
-        let ahead = self.peers().any(|p| {
-            self.detector.last(p).apply_pos > self.applier.apply_pos + self.cfg.ring_capacity
-        });
-        if ahead && !matches!(self.role, Role::Leader(_)) {
-            self.set_lapped();
+    }
+
+    /// A replica that restarted lost its min proposal, the promise it made
+    /// to leaders. Before it grants its log to anyone it reads the min
+    /// proposal of enough peers that they include a member of every
+    /// majority it may have promised to (n - majority + 1 of them) and
+    /// adopts the highest. Otherwise a stale leader could find a blank
+    /// promise, write its old log over a decided value and count the
+    /// write toward a majority.
+    fn restore_tick(&mut self, mem: &mut dyn Memory) {
+        let Some(r) = &self.restore else {
+            return;
+        };
+        let needed = (self.n - majority(self.n) + 1).min(self.n - 1);
+        if r.answered >= needed {
+            let promised = r.highest.max(self.own_min_proposal(mem));
+            mem.write_u64(layout::MIN_PROPOSAL, promised);
+            self.restore = None;
+            return;
+        }
+        let todo: Peers = self
+            .peers()
+            .filter(|p| !r.got[p.idx()] && !r.reading[p.idx()])
+            .collect();
+        for p in todo {
+            if let Some(r) = &mut self.restore {
+                r.reading[p.idx()] = true;
+            }
+            let landing = layout::landing(layout::HEADER_LANDING, p);
+            self.post_read(p, OpKind::RestoreRead, layout::LOG, landing, 8);
+        }
+    }
+
+    fn on_restore_read(&mut self, p: NodeId, result: Result<(), OpError>, mem: &dyn Memory) {
+        let value = mem.read_u64(layout::landing(layout::HEADER_LANDING, p));
+        let Some(r) = &mut self.restore else {
+            return;
+        };
+        r.reading[p.idx()] = false;
+        if result.is_ok() && !r.got[p.idx()] {
+            r.got[p.idx()] = true;
+            r.answered += 1;
+            r.highest = r.highest.max(value);
         }
     }
 
@@ -683,6 +889,15 @@ fn decode_hint(b: &[u8; 24]) -> Option<(u64, u64)> {
     let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
     let (c, h) = (word(0), word(8));
     (c > 0 && xxh3_64(&b[..16]) ^ 0x6d75_6869_6e74 == word(16)).then_some((c, h))
+}
+
+/// Progress of restoring the promise after a restart.
+#[derive(Debug, Default)]
+struct Restore {
+    got: [bool; MAX_NODES],
+    reading: [bool; MAX_NODES],
+    answered: usize,
+    highest: u64,
 }
 
 /// Fixed-capacity list of peers, so iterating peers while mutating the core

@@ -482,6 +482,18 @@ impl Net {
     }
 }
 
+impl SimEndpoint {
+    /// Another handle on the node's region.
+    pub fn clone_region(&self) -> SharedRegion {
+        self.region.clone()
+    }
+
+    /// Reads the node's region without a mutable borrow.
+    pub fn region_read(&self, offset: u64, buf: &mut [u8]) {
+        self.region.read(offset, buf)
+    }
+}
+
 impl Fabric for SimEndpoint {
     type Mem = SharedRegion;
 

@@ -5,7 +5,7 @@
 //!   0          own status record (heartbeat, flags, applied point)   64 B
 //!   64         permission requests, one u64 per candidate             64 B
 //!   128        permission acks, one u64 per peer                      64 B
-//!   192        staging: outgoing min proposal, commit hint            64 B
+//!   192        staging: outgoing min proposal, commit hint, floor     64 B
 //!   256        staging: outgoing ack, one u64 per peer                64 B
 //!   320        staging: outgoing recovered-through, one per peer      64 B
 //!   384        landing: peers' status records (reads)                512 B
@@ -14,7 +14,7 @@
 //!   1600       staging: outgoing grant stamps, one u64 per peer       64 B
 //! 4096         log area (writable only by the permission holder)
 //!   +0         log header: min proposal, recovered-through, commit hint,
-//!              grant stamp
+//!              grant stamp, ring floor
 //!   +64        ring of `ring_capacity` bytes
 //! align 4096   read scratch, `scratch_len` bytes per peer
 //! ```
@@ -63,6 +63,12 @@ pub const HINT_LEN: u64 = 24;
 /// Log header: the grant stamp. A follower that grants its log stops
 /// applying until the new holder writes the grant's request number here.
 pub const STAMP: u64 = LOG + 40;
+/// Log header: the ring floor. Positions below it may have been reused by
+/// a leader: a replica whose apply position is below its floor is behind
+/// the ring. A leader publishes the floor before any write that needs it.
+pub const FLOOR: u64 = LOG + 48;
+/// Staging word for the outgoing ring floor.
+pub const STAGE_FLOOR: u64 = 232;
 /// Staging words for outgoing grant stamps, one per peer.
 pub const STAGE_STAMPS: u64 = 1600;
 /// Size of the log header.
@@ -76,7 +82,8 @@ const _: () = assert!(STAGE_HINT + HINT_LEN <= STAGE_ACKS);
 const _: () = assert!(STAGE_REQUESTS >= HEADER_LANDING + LOG_HEADER_LEN * MAX_NODES as u64);
 const _: () = assert!(STAGE_REQUESTS + 8 * MAX_NODES as u64 <= STAGE_STAMPS);
 const _: () = assert!(STAGE_STAMPS + 8 * MAX_NODES as u64 <= CONTROL_LEN);
-const _: () = assert!(STAMP + 8 <= RING);
+const _: () = assert!(FLOOR + 8 <= RING);
+const _: () = assert!(STAGE_FLOOR + 8 <= STAGE_ACKS);
 const _: () = assert!(RING % 64 == 0);
 
 /// The region of one replica, sized from its configuration.

@@ -1,0 +1,99 @@
+//! Runs the deterministic simulator over many seeds and prints a summary.
+//!
+//! ```text
+//! mu-sim --seeds 10000            # seeds 0..10000, group size from each seed
+//! mu-sim --seed 42 --nodes 4      # reproduce one run
+//! ```
+
+use mu::sim::{run, Options};
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut start = 0u64;
+    let mut count = 1u64;
+    let mut nodes = None;
+    let mut verbose = false;
+    let mut i = 0;
+    while i < args.len() {
+        let value = |i: usize| args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match args[i].as_str() {
+            "--seed" => {
+                start = value(i).unwrap_or(0);
+                count = 1;
+                verbose = true;
+                i += 1;
+            }
+            "--seeds" => {
+                count = value(i).unwrap_or(100);
+                i += 1;
+            }
+            "--start" => {
+                start = value(i).unwrap_or(0);
+                i += 1;
+            }
+            "--nodes" => {
+                nodes = value(i).map(|n| n as usize);
+                i += 1;
+            }
+            "--verbose" => verbose = true,
+            other => {
+                eprintln!("unknown argument {other}\nusage: mu-sim [--seed S | --seeds N [--start S]] [--nodes N] [--verbose]");
+                return ExitCode::from(64);
+            }
+        }
+        i += 1;
+    }
+    let began = Instant::now();
+    let (
+        mut failures,
+        mut decided,
+        mut crashes,
+        mut pauses,
+        mut partitions,
+        mut terms,
+        mut transfers,
+    ) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut sizes = [0u64; 8];
+    for seed in start..start + count {
+        let o = Options::from_seed(seed, nodes);
+        sizes[o.nodes] += 1;
+        if verbose {
+            println!("{o}");
+        }
+        match run(&o) {
+            Ok(r) => {
+                decided += r.decided;
+                crashes += r.crashes;
+                pauses += r.pauses;
+                partitions += r.partitions;
+                terms += r.leader_terms;
+                transfers += r.transfers;
+                if verbose {
+                    println!("{r:?}");
+                }
+            }
+            Err(f) => {
+                failures += 1;
+                println!("FAILED seed {seed}: {f}");
+            }
+        }
+    }
+    println!(
+        "seeds {start}..{}: {} passed, {failures} failed in {:.1}s; groups of 3/4/5: {}/{}/{}; \
+         crashes {crashes}, pauses {pauses}, partitions {partitions}, leader terms {terms}, \
+         state transfers {transfers}, entries decided {decided}",
+        start + count,
+        count - failures,
+        began.elapsed().as_secs_f64(),
+        sizes[3],
+        sizes[4],
+        sizes[5],
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
