@@ -345,6 +345,11 @@ impl Core {
         )
     }
 
+    /// Last applied index (cheaper than [`Core::status`]).
+    pub fn status_applied(&self) -> u64 {
+        self.applier.applied
+    }
+
     /// Absolute position of the next entry to apply.
     #[doc(hidden)]
     pub fn apply_pos(&self) -> u64 {

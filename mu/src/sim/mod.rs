@@ -15,8 +15,11 @@
 //!
 //! A failure prints the options and the command that reproduces it.
 
+mod fast_path;
 pub mod invariants;
 pub mod options;
+
+pub use fast_path::FastPath;
 
 pub use invariants::{Checker, Violation};
 pub use options::Options;
