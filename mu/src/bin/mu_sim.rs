@@ -45,6 +45,10 @@ fn main() -> ExitCode {
         }
         i += 1;
     }
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "reports the wall time of the sweep"
+    )]
     let began = Instant::now();
     let (
         mut failures,
