@@ -67,6 +67,7 @@ fn three_threaded_replicas_agree_and_survive_a_leader_failure() {
     let net = LocalNetwork::new(&cfgs);
     let options = DriverOptions {
         idle_sleep: Some(Duration::from_micros(50)),
+        idle_spins: 50,
     };
     let mut replicas = Vec::new();
     let mut receivers = Vec::new();

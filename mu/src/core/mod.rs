@@ -20,9 +20,9 @@
 //! Roles:
 //! - **follower** ([`applier`]): applies committed entries of its own log,
 //!   grants its log to one candidate at a time;
-//! - **candidate** ([`candidate`]): asks every peer for its log, then runs
+//! - **candidate** (`candidate.rs`): asks every peer for its log, then runs
 //!   the prepare on the majority that granted;
-//! - **leader** ([`leader`]): one write per follower per entry, commits on a
+//! - **leader** (`leader.rs`): one write per follower per entry, commits on a
 //!   majority of completions, flushes the commit index when idle, recycles
 //!   ring space, brings late followers up to date.
 

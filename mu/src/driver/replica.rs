@@ -31,11 +31,22 @@ pub struct Committed {
 }
 
 /// Driver settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct DriverOptions {
-    /// Nap this long after 1000 idle iterations; `None` spins forever
-    /// (lowest latency, one core per replica).
+    /// Nap this long after `idle_spins` idle iterations; `None` spins
+    /// forever (lowest latency, one core per replica).
     pub idle_sleep: Option<Duration>,
+    /// Idle iterations before a nap.
+    pub idle_spins: u32,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            idle_sleep: None,
+            idle_spins: 1_000,
+        }
+    }
 }
 
 type Reply = SyncSender<Result<u64, ProposeError>>;
@@ -202,7 +213,7 @@ fn run<F: Fabric>(
         }
         idle = if busy { 0 } else { idle + 1 };
         if let Some(nap) = options.idle_sleep {
-            if idle >= 1000 {
+            if idle >= options.idle_spins {
                 std::thread::sleep(nap);
             }
         }
