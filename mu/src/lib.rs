@@ -14,6 +14,7 @@
 //!   in one process).
 //! - [`driver`]: runs a core against a fabric on a busy-polling thread and
 //!   exposes the [`Replica`] handle.
+//! - [`discovery`]: peers from a static list or a memcached registry.
 //! - [`sim`]: the deterministic simulator, the invariant checkers, and
 //!   scripted scenarios ([`sim::Scenario`]).
 //! - `mu-sim` (binary): runs the simulator over many seeds.
@@ -114,6 +115,7 @@ macro_rules! planted {
 
 pub mod config;
 pub mod core;
+pub mod discovery;
 pub mod driver;
 pub mod error;
 pub mod fabric;

@@ -56,6 +56,19 @@ fn seeds_with_five_replicas() {
 }
 
 #[test]
+fn seeds_with_other_group_sizes() {
+    // Two replicas tolerate no failure (majority 2), so only pauses and
+    // partitions; six and seven exercise larger majorities and even sizes.
+    for (nodes, first) in [(2usize, 400_000u64), (6, 600_000), (7, 700_000)] {
+        for seed in first..first + 50 {
+            if let Err(f) = run(&Options::from_seed(seed, Some(nodes))) {
+                panic!("{f}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     for seed in [7, 1234, 99_999] {
         let o = Options::from_seed(seed, None);

@@ -84,16 +84,20 @@ fn main() -> ExitCode {
             }
         }
     }
+    let groups: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(n, c)| format!("{c}x{n}"))
+        .collect();
     println!(
-        "seeds {start}..{}: {} passed, {failures} failed in {:.1}s; groups of 3/4/5: {}/{}/{}; \
+        "seeds {start}..{}: {} passed, {failures} failed in {:.1}s; groups (count x size): {}; \
          crashes {crashes}, pauses {pauses}, partitions {partitions}, leader terms {terms}, \
          state transfers {transfers}, entries decided {decided}",
         start + count,
         count - failures,
         began.elapsed().as_secs_f64(),
-        sizes[3],
-        sizes[4],
-        sizes[5],
+        groups.join(" "),
     );
     if failures == 0 {
         ExitCode::SUCCESS

@@ -15,6 +15,7 @@
 //! - an operation to a dead or unreachable peer completes with an error
 //!   within a bounded time.
 
+pub mod conformance;
 pub mod local;
 pub mod sim;
 
