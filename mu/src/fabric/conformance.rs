@@ -33,7 +33,7 @@ use crate::log::layout::{self, Layout, LOG, RING};
 use crate::types::NodeId;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
