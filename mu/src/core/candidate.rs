@@ -90,7 +90,8 @@ impl Core {
         }));
     }
 
-    fn send_request(&mut self, p: NodeId, mem: &mut dyn Memory) -> u64 {
+    /// Asks `p` for its log with a fresh request number; returns the number.
+    pub(super) fn send_request(&mut self, p: NodeId, mem: &mut dyn Memory) -> u64 {
         let r = self.next_request();
         let stage = layout::slot(layout::STAGE_REQUESTS, p);
         mem.write_u64(stage, r);

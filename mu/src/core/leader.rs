@@ -50,8 +50,9 @@ pub(super) struct Follower {
     pub known_applied: u64,
     /// Left out of ring recycling because it was dead when space ran out.
     pub excluded: bool,
-    /// Grant stamp to write once everything up to the position is sent.
-    stamp: Option<(u64, u64)>,
+    /// The grant stamp (staged) goes out once everything up to this
+    /// position is sent.
+    stamp_at: Option<u64>,
     join_reads: u8,
 }
 
@@ -173,15 +174,13 @@ impl Core {
             if f.phase != Phase::Confirmed || f.writes_inflight + 3 > max_inflight {
                 return;
             }
-            if let Some((request, target)) = f.stamp.filter(|s| f.sent_pos >= s.1) {
-                debug_assert!(target <= f.sent_pos);
+            if f.stamp_at.is_some_and(|at| f.sent_pos >= at) {
                 let stage = layout::slot(layout::STAGE_STAMPS, q);
                 let kind = OpKind::HeaderWrite { epoch: f.epoch };
                 self.post_write(q, kind, stage, layout::STAMP, 8);
                 let f = &mut self.ldr().followers[q.idx()];
-                f.stamp = None;
+                f.stamp_at = None;
                 f.writes_inflight += 1;
-                let _ = request;
             }
             let f = self.ldr().followers[q.idx()];
             if f.sent_pos >= tail_pos {
@@ -399,16 +398,7 @@ impl Core {
             let f = self.ldr().followers[q.idx()];
             match f.phase {
                 Phase::Absent | Phase::Lapped if alive && now >= f.requested_at + timeout => {
-                    let r = self.next_request();
-                    let stage = layout::slot(layout::STAGE_REQUESTS, q);
-                    mem.write_u64(stage, r);
-                    self.post_write(
-                        q,
-                        OpKind::ControlWrite,
-                        stage,
-                        layout::slot(layout::REQUESTS, self.id),
-                        8,
-                    );
+                    let r = self.send_request(q, mem);
                     let f = &mut self.ldr().followers[q.idx()];
                     f.phase = Phase::Requested;
                     f.request = r;
@@ -545,7 +535,7 @@ impl Core {
         // The stamp lets the follower apply again. It goes out after the
         // whole range the follower could apply has been rewritten, so the
         // follower never applies a copy that this leader may still overwrite.
-        self.ldr().followers[q.idx()].stamp = Some((request, tail_pos));
+        self.ldr().followers[q.idx()].stamp_at = Some(tail_pos);
         self.pump(q);
     }
 

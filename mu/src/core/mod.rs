@@ -30,7 +30,11 @@ pub mod action;
 pub mod applier;
 mod candidate;
 pub mod detector;
+mod follower;
+mod inspect;
 mod leader;
+mod permission;
+mod status;
 
 pub use action::Action;
 pub use applier::Delivery;
@@ -45,8 +49,9 @@ use applier::{Applier, Scan};
 use candidate::Candidate;
 use detector::{Detector, PeerStatus};
 use leader::Leader;
+use permission::Restore;
+use status::{decode_hint, encode_hint};
 use std::collections::VecDeque;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Bit of an ack word telling the candidate that the grantor is rejoining.
 const ACK_RECOVERING: u64 = 1 << 63;
@@ -291,95 +296,6 @@ impl Core {
         self.frozen = None;
     }
 
-    /// The leader's tail position and confirmed followers, if leading.
-    #[doc(hidden)]
-    pub fn inspect_leader(&self) -> Option<(u64, [bool; MAX_NODES])> {
-        let Role::Leader(l) = &self.role else {
-            return None;
-        };
-        let confirmed = std::array::from_fn(|p| l.followers[p].phase == leader::Phase::Confirmed);
-        Some((l.tail_pos, confirmed))
-    }
-
-    /// A one-line dump of internal state for failure reports.
-    #[doc(hidden)]
-    pub fn debug(&self) -> String {
-        let phases = match &self.role {
-            Role::Leader(l) => format!(
-                "{:?}",
-                l.followers[..self.n]
-                    .iter()
-                    .map(|f| (
-                        f.phase,
-                        f.acked,
-                        f.sent_pos,
-                        f.known_apply_pos,
-                        f.writes_inflight
-                    ))
-                    .collect::<Vec<_>>()
-            ),
-            _ => String::new(),
-        };
-        let holders: Vec<_> = self
-            .peers()
-            .map(|p| {
-                (
-                    p.0,
-                    self.detector.last(p).holder,
-                    self.detector.alive(p),
-                    self.status_reading[p.idx()],
-                    self.detector.last(p).applied,
-                )
-            })
-            .collect();
-        format!(
-            "holders={holders:?} frozen={:?} pending={} next_pos={} apply_pos={} inflight={:?} {phases}",
-            self.frozen,
-            self.applier.pending.len(),
-            self.applier.next_pos(),
-            self.applier.apply_pos,
-            self.inflight
-                .iter()
-                .map(|q| q.iter().map(|f| (f.op.0, f.kind, f.term)).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        )
-    }
-
-    /// Last applied index (cheaper than [`Core::status`]).
-    pub fn status_applied(&self) -> u64 {
-        self.applier.applied
-    }
-
-    /// Absolute position of the next entry to apply.
-    #[doc(hidden)]
-    pub fn apply_pos(&self) -> u64 {
-        self.applier.apply_pos
-    }
-
-    /// Internal state for the simulator's invariant checks.
-    #[doc(hidden)]
-    pub fn inspect(&self) -> Inspect {
-        let mut confirmed = [false; MAX_NODES];
-        let mut tail_pos = None;
-        if let Role::Leader(l) = &self.role {
-            tail_pos = Some(l.tail_pos);
-            for (c, f) in confirmed.iter_mut().zip(l.followers.iter()) {
-                *c = f.phase == leader::Phase::Confirmed;
-            }
-        }
-        Inspect {
-            tail_pos,
-            confirmed,
-            apply_pos: self.applier.apply_pos,
-            log: self
-                .applier
-                .pending
-                .iter()
-                .map(|p| (p.index, p.hash))
-                .collect(),
-        }
-    }
-
     /// The latest time the core was given.
     pub fn now(&self) -> u64 {
         self.now
@@ -612,240 +528,6 @@ impl Core {
         self.request_seq
     }
 
-    fn flags(&self) -> u64 {
-        let mut f = 0;
-        if self.recovering {
-            f |= FLAG_RECOVERING;
-        }
-        if self.lapped {
-            f |= FLAG_LAPPED;
-        }
-        if matches!(self.role, Role::Leader(_)) {
-            f |= FLAG_LEADER;
-        }
-        if let Some(h) = self.holder {
-            f |= (u64::from(h.0) + 1) << HOLDER_SHIFT;
-        }
-        f
-    }
-
-    /// Writes the own status record: heartbeat, flags and applied point.
-    fn write_status(&mut self, mem: &mut dyn Memory) {
-        let mut rec = [0u8; 48];
-        let words = [
-            self.heartbeat,
-            self.flags(),
-            self.applier.applied,
-            self.applier.apply_pos,
-            self.applier.applied_hash,
-        ];
-        for (i, w) in words.iter().enumerate() {
-            rec[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        let sum = xxh3_64(&rec[..40]);
-        rec[40..].copy_from_slice(&sum.to_le_bytes());
-        mem.write(layout::STATUS, &rec);
-    }
-
-    /// Parses a peer's status record from its landing slot; `None` if torn.
-    fn landed_status(&self, peer: NodeId, mem: &dyn Memory) -> Option<(PeerStatus, u64)> {
-        let mut rec = [0u8; 48];
-        mem.read(layout::landing(layout::STATUS_LANDING, peer), &mut rec);
-        let word = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().expect("8"));
-        if xxh3_64(&rec[..40]) != word(5) {
-            return None;
-        }
-        let flags = word(1);
-        Some((
-            PeerStatus {
-                heartbeat: word(0),
-                eligible: flags & (FLAG_RECOVERING | FLAG_LAPPED) == 0,
-                applied: word(2),
-                apply_pos: word(3),
-                holder: match (flags >> HOLDER_SHIFT) & 0xff {
-                    0 => None,
-                    h => Some(NodeId(h as u8 - 1)),
-                },
-            },
-            flags,
-        ))
-    }
-
-    fn heartbeat_round(&mut self, mem: &mut dyn Memory) {
-        self.heartbeat += 1;
-        self.write_status(mem);
-        for p in self.peers().collect::<arrayvec::Peers>() {
-            if !self.status_reading[p.idx()] {
-                self.status_reading[p.idx()] = true;
-                self.post_read(
-                    p,
-                    OpKind::StatusRead,
-                    layout::STATUS,
-                    layout::landing(layout::STATUS_LANDING, p),
-                    layout::STATUS_LEN,
-                );
-            }
-        }
-    }
-
-    /// Grants the log to the lowest new requester that is not above this
-    /// node's view of the leader (mu-reference §3.2, answered per node so a
-    /// candidate needs only a majority).
-    fn serve_requests(&mut self, mem: &mut dyn Memory) {
-        if self.restore.is_some() {
-            // A restarted replica forgot what it promised: it grants
-            // nothing until it has restored its promise.
-            return;
-        }
-        let view = self.leader_view();
-        let mut chosen: Option<(NodeId, u64)> = None;
-        for c in self.peers().collect::<arrayvec::Peers>() {
-            let r = mem.read_u64(layout::slot(layout::REQUESTS, c));
-            if r <= self.served[c.idx()] {
-                continue;
-            }
-            self.served[c.idx()] = r;
-            let acceptable = view.is_none_or(|v| c <= v);
-            if acceptable && chosen.is_none() {
-                chosen = Some((c, r));
-            }
-        }
-        let Some((c, r)) = chosen else {
-            return;
-        };
-        if !matches!(self.role, Role::Follower) {
-            self.step_down();
-        }
-        let revoke_others = !crate::planted!(self.cfg, GrantWithoutRevoke);
-        self.actions.push(Action::Grant {
-            peer: c,
-            revoke_others,
-        });
-        if self.holder != Some(c) {
-            self.permission_switches += 1;
-        }
-        self.holder = Some(c);
-        self.frozen = Some(r);
-        self.applier.reset();
-        self.write_status(mem);
-        let ack = r | if self.recovering { ACK_RECOVERING } else { 0 };
-        let stage = layout::slot(layout::STAGE_ACKS, c);
-        mem.write_u64(stage, ack);
-        self.post_write(
-            c,
-            OpKind::ControlWrite,
-            stage,
-            layout::slot(layout::ACKS, self.id),
-            8,
-        );
-    }
-
-    /// Applies committed entries of the own log.
-    fn follow(&mut self, mem: &mut dyn Memory) {
-        if self.lapped {
-            return;
-        }
-        // A ring floor above the cursor means a leader reused space this
-        // replica had not applied yet: it is behind the ring.
-        if !matches!(self.role, Role::Leader(_))
-            && mem.read_u64(layout::FLOOR) > self.applier.apply_pos
-        {
-            return self.set_lapped();
-        }
-        let before = (self.applier.applied, self.applier.pending.len());
-        match &self.role {
-            Role::Leader(l) => {
-                self.applier.commit = l.commit;
-            }
-            Role::Candidate(_) => {}
-            Role::Follower => {
-                if let Some(stamp) = self.frozen {
-                    if mem.read_u64(layout::STAMP) != stamp {
-                        return;
-                    }
-                    self.frozen = None;
-                }
-                if self.applier.scan(mem) == Scan::Lapped {
-                    self.set_lapped();
-                    return;
-                }
-                let mut hint = [0u8; layout::HINT_LEN as usize];
-                mem.read(layout::HINT, &mut hint);
-                if let Some((c, h)) = decode_hint(&hint) {
-                    self.applier.learn_hint(c, h);
-                }
-            }
-        }
-        self.applier.apply(mem);
-        if self.recovering {
-            // The leader writes its last index + 1 (0 means not yet).
-            let through = mem.read_u64(layout::RECOVERED_THROUGH);
-            if through > 0 && self.applier.applied + 1 >= through {
-                self.recovering = false;
-            }
-        }
-        if (self.applier.applied, self.applier.pending.len()) != before {
-            self.last_progress_at = self.now;
-        } else if matches!(self.role, Role::Follower)
-            && !self.applier.pending.is_empty()
-            && self.now >= self.last_progress_at + self.cfg.rescan_idle_ns
-        {
-            self.applier.reset();
-            self.last_progress_at = self.now;
-        }
-    }
-
-    /// A replica that restarted lost its min proposal, the promise it made
-    /// to leaders. Before it grants its log to anyone it reads the min
-    /// proposal of enough peers that they include a member of every
-    /// majority it may have promised to (n - majority + 1 of them) and
-    /// adopts the highest. Otherwise a stale leader could find a blank
-    /// promise, write its old log over a decided value and count the
-    /// write toward a majority.
-    fn restore_tick(&mut self, mem: &mut dyn Memory) {
-        let Some(r) = &self.restore else {
-            return;
-        };
-        let needed = (self.n - majority(self.n) + 1).min(self.n - 1);
-        if r.answered >= needed {
-            let promised = r.highest.max(self.own_min_proposal(mem));
-            mem.write_u64(layout::MIN_PROPOSAL, promised);
-            self.restore = None;
-            return;
-        }
-        let todo: Peers = self
-            .peers()
-            .filter(|p| !r.got[p.idx()] && !r.reading[p.idx()])
-            .collect();
-        for p in todo {
-            if let Some(r) = &mut self.restore {
-                r.reading[p.idx()] = true;
-            }
-            let landing = layout::landing(layout::HEADER_LANDING, p);
-            self.post_read(p, OpKind::RestoreRead, layout::LOG, landing, 8);
-        }
-    }
-
-    fn on_restore_read(&mut self, p: NodeId, result: Result<(), OpError>, mem: &dyn Memory) {
-        let value = mem.read_u64(layout::landing(layout::HEADER_LANDING, p));
-        let Some(r) = &mut self.restore else {
-            return;
-        };
-        r.reading[p.idx()] = false;
-        if result.is_ok() && !r.got[p.idx()] {
-            r.got[p.idx()] = true;
-            r.answered += 1;
-            r.highest = r.highest.max(value);
-        }
-    }
-
-    fn set_lapped(&mut self) {
-        self.lapped = true;
-        if !matches!(self.role, Role::Follower) {
-            self.step_down();
-        }
-    }
-
     /// Leader election: the lowest live eligible node leads.
     fn elect(&mut self, mem: &mut dyn Memory) {
         let view = self.leader_view();
@@ -878,31 +560,6 @@ impl Core {
     fn own_min_proposal(&self, mem: &dyn Memory) -> u64 {
         mem.read_u64(layout::MIN_PROPOSAL)
     }
-}
-
-/// Encodes a commit hint: commit index, chain hash of `commit - 1`, check.
-pub(crate) fn encode_hint(commit: u64, hash: u64) -> [u8; 24] {
-    let mut b = [0u8; 24];
-    b[..8].copy_from_slice(&commit.to_le_bytes());
-    b[8..16].copy_from_slice(&hash.to_le_bytes());
-    let check = xxh3_64(&b[..16]) ^ 0x6d75_6869_6e74;
-    b[16..].copy_from_slice(&check.to_le_bytes());
-    b
-}
-
-fn decode_hint(b: &[u8; 24]) -> Option<(u64, u64)> {
-    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-    let (c, h) = (word(0), word(8));
-    (c > 0 && xxh3_64(&b[..16]) ^ 0x6d75_6869_6e74 == word(16)).then_some((c, h))
-}
-
-/// Progress of restoring the promise after a restart.
-#[derive(Debug, Default)]
-struct Restore {
-    got: [bool; MAX_NODES],
-    reading: [bool; MAX_NODES],
-    answered: usize,
-    highest: u64,
 }
 
 /// Fixed-capacity list of peers, so iterating peers while mutating the core
