@@ -18,6 +18,7 @@
 pub mod conformance;
 pub mod local;
 pub mod sim;
+pub mod tcp;
 
 use crate::error::{FabricError, OpError};
 use crate::types::NodeId;

@@ -1,0 +1,91 @@
+//! `mu-fabric-peer`: one node of a fabric group in its own process, for
+//! the multi-process checks of the fabric conformance suite.
+//!
+//! ```text
+//! mu-fabric-peer paused-writer --fabric tcp --group N --node W --target T --peers A0,A1,...
+//! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR
+//! ```
+//!
+//! It joins the group as node `W` with the suite's region layout and runs
+//! [`mu::fabric::conformance::paused_writer_child`] against node `T`: one
+//! output line per completed write. The tcp cluster secret comes from the
+//! environment variable `MU_FABRIC_SECRET`. Exit code 64 on bad arguments.
+
+use mu::fabric::conformance::{paused_writer_child, suite_layout};
+use mu::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
+use mu::NodeId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+const EX_USAGE: u8 = 64;
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("mu-fabric-peer: {problem}");
+    eprintln!(
+        "usage: mu-fabric-peer paused-writer --fabric tcp|shm --group N --node W --target T \
+         [--peers A0,A1,...] [--shm-dir DIR]"
+    );
+    ExitCode::from(EX_USAGE)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("paused-writer") {
+        return usage("the only role is paused-writer");
+    }
+    let mut flags = HashMap::new();
+    for pair in args[1..].chunks(2) {
+        match pair {
+            [k, v] if k.starts_with("--") => {
+                flags.insert(k.trim_start_matches("--").to_string(), v.clone());
+            }
+            _ => return usage(&format!("unexpected argument {pair:?}")),
+        }
+    }
+    let num = |k: &str| -> Result<u8, String> {
+        flags
+            .get(k)
+            .ok_or(format!("--{k} is required"))?
+            .parse()
+            .map_err(|e| format!("--{k}: {e}"))
+    };
+    let (n, node, target) = match (num("group"), num("node"), num("target")) {
+        (Ok(n), Ok(w), Ok(t)) => (n, NodeId(w), NodeId(t)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(&e),
+    };
+    let layout = suite_layout(usize::from(n));
+    let result = match flags.get("fabric").map(String::as_str) {
+        Some("tcp") => {
+            let peers: Result<Vec<SocketAddr>, _> = flags
+                .get("peers")
+                .map(String::as_str)
+                .unwrap_or("")
+                .split(',')
+                .map(str::parse)
+                .collect();
+            let Ok(peers) = peers else {
+                return usage("--peers must list one ip:port per node");
+            };
+            let Ok(secret) = std::env::var("MU_FABRIC_SECRET") else {
+                return usage("MU_FABRIC_SECRET must hold the cluster secret");
+            };
+            let config = TcpConfig {
+                id: node,
+                peers,
+                secret: secret.into_bytes(),
+                layout,
+                options: TcpOptions::default(),
+            };
+            match TcpEndpoint::start(config) {
+                Ok(f) => paused_writer_child(f, target),
+                Err(e) => return usage(&e.to_string()),
+            }
+        }
+        other => return usage(&format!("unknown fabric {other:?}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,378 @@
+//! The `tcp` fabric: one-sided semantics over ordinary TCP, for hosts
+//! without RDMA.
+//!
+//! Each node listens on its address from a static list indexed by node id.
+//! A responder thread per incoming connection applies the peer's writes and
+//! reads to the node's region **in arrival order**, checking the log
+//! permission when each write is applied, under the same lock that
+//! [`Fabric::grant`] takes: once `grant` returns, every write of the
+//! revoked peer that is applied later is refused, whether it was sent
+//! before the grant, is still in a socket buffer, or comes from a process
+//! that was stopped in the middle of sending it.
+//!
+//! Posting never blocks: the bytes of a write are copied out of the region
+//! at post time and handed to the peer's link thread, which owns the only
+//! connection to that peer (so operations to it land and complete in post
+//! order). Connections are authenticated both ways with the cluster secret
+//! ([`wire`]); a peer that fails the handshake is closed and counted
+//! ([`TcpEndpoint::rejected`]). A failed connection fails its pending
+//! operations with [`OpError::Unreachable`](crate::error::OpError::Unreachable) and the next operation
+//! reconnects; an operation left unanswered for [`TcpOptions::op_timeout`]
+//! fails the same way, and a connection attempt gives up after
+//! [`TcpOptions::connect_timeout`], so errors from a dead peer arrive within
+//! about `connect_timeout + op_timeout`.
+//!
+//! An operation that fails with `Unreachable` may or may not have landed
+//! (as with a broken RDMA queue pair). A reconnecting peer's new connection
+//! supersedes the old one: requests still queued on the old connection are
+//! dropped by the responder, never applied after newer ones.
+
+mod link;
+mod responder;
+pub mod wire;
+
+use crate::error::FabricError;
+use crate::fabric::{Completion, Fabric, Memory, OpId};
+use crate::log::layout::Layout;
+use crate::types::{NodeId, MAX_NODES};
+use link::Request;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Default bound on establishing a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default bound on waiting for a response. Generous enough for a 1 MiB
+/// operation on a busy machine, short enough that a dead leader is noticed
+/// by its fabric well before an operator would.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default pause between failed connection attempts; operations posted in
+/// it fail at once.
+pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Timeouts of a `tcp` endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Bound on connecting and authenticating.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for the response to the oldest pending operation.
+    pub op_timeout: Duration,
+    /// Pause between failed connection attempts.
+    pub reconnect_backoff: Duration,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+        }
+    }
+}
+
+impl TcpOptions {
+    /// How long an operation to a dead peer can take to fail.
+    pub fn dead_peer_bound(&self) -> Duration {
+        self.connect_timeout * 2 + self.op_timeout
+    }
+}
+
+/// Who a node is and how to reach the others.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every node's address, indexed by node id (this node's included).
+    pub peers: Vec<SocketAddr>,
+    /// The cluster secret every member knows.
+    pub secret: Vec<u8>,
+    /// The region map (identical on every node).
+    pub layout: Layout,
+    /// Timeouts.
+    pub options: TcpOptions,
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the tcp fabric's timeouts need a clock"
+)]
+fn clock() -> Instant {
+    Instant::now()
+}
+
+#[derive(Debug)]
+struct Region {
+    bytes: Vec<u8>,
+    holder: Option<NodeId>,
+    /// Per peer: the number of its latest accepted connection.
+    epochs: [u64; MAX_NODES],
+}
+
+/// State shared by the endpoint, its listener, responders and links.
+#[derive(Debug)]
+struct Shared {
+    id: NodeId,
+    layout: Layout,
+    key: [u8; 32],
+    region: Mutex<Region>,
+    completions: Mutex<Vec<Completion>>,
+    streams: Mutex<Vec<TcpStream>>,
+    rejected: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Region> {
+        self.region.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_streams(&self) -> MutexGuard<'_, Vec<TcpStream>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn complete(&self, c: Completion) {
+        self.completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+    }
+}
+
+/// A node's own region on the `tcp` fabric.
+#[derive(Debug)]
+pub struct TcpRegion {
+    shared: Arc<Shared>,
+}
+
+impl Memory for TcpRegion {
+    fn read(&self, offset: u64, buf: &mut [u8]) {
+        self.shared.lock().bytes.read(offset, buf)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.shared.lock().bytes.write(offset, data)
+    }
+}
+
+/// One node's endpoint on the `tcp` fabric. Dropping it stops its threads
+/// and closes its connections: to the others, the node is dead.
+#[derive(Debug)]
+pub struct TcpEndpoint {
+    shared: Arc<Shared>,
+    region: TcpRegion,
+    addr: SocketAddr,
+    links: Vec<Sender<Request>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TcpEndpoint {
+    /// Binds this node's address from `config.peers` and starts.
+    pub fn start(config: TcpConfig) -> Result<TcpEndpoint, FabricError> {
+        let addr = *config.peers.get(config.id.idx()).ok_or_else(|| {
+            FabricError::Setup(format!("no address for node {} in the list", config.id))
+        })?;
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| FabricError::Setup(format!("cannot listen on {addr}: {e}")))?;
+        Self::start_with_listener(config, listener)
+    }
+
+    /// Starts on a listener bound by the caller (e.g. to port 0, with the
+    /// resulting address in `config.peers`).
+    pub fn start_with_listener(
+        config: TcpConfig,
+        listener: TcpListener,
+    ) -> Result<TcpEndpoint, FabricError> {
+        let n = config.layout.group_size;
+        if config.peers.len() != n || n > MAX_NODES || config.id.idx() >= n {
+            return Err(FabricError::Setup(format!(
+                "{} addresses for a group of {n} (node {}); give one address per node",
+                config.peers.len(),
+                config.id
+            )));
+        }
+        if config.secret.is_empty() {
+            return Err(FabricError::Setup(
+                "the cluster secret is empty; every member needs the same non-empty secret".into(),
+            ));
+        }
+        let addr = listener
+            .local_addr()
+            .map_err(|e| FabricError::Setup(format!("listener address: {e}")))?;
+        let shared = Arc::new(Shared {
+            id: config.id,
+            layout: config.layout,
+            key: wire::derive_key(&config.secret),
+            region: Mutex::new(Region {
+                bytes: vec![0; config.layout.region_len() as usize],
+                holder: None,
+                epochs: [0; MAX_NODES],
+            }),
+            completions: Mutex::new(Vec::with_capacity(1024)),
+            streams: Mutex::new(Vec::new()),
+            rejected: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let spawn_err = |e: std::io::Error| FabricError::Setup(format!("cannot start thread: {e}"));
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("mu-tcp-listen-{}", config.id))
+                .spawn(move || responder::listen(s, listener))
+                .map_err(spawn_err)?,
+        );
+        let mut links = Vec::new();
+        for (i, &peer_addr) in config.peers.iter().enumerate() {
+            let (tx, rx) = mpsc::channel();
+            let s = shared.clone();
+            let peer = NodeId(i as u8);
+            let options = config.options;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("mu-tcp-link-{}-{i}", config.id))
+                    .spawn(move || link::run(s, peer, peer_addr, options, rx))
+                    .map_err(spawn_err)?,
+            );
+            links.push(tx);
+        }
+        Ok(TcpEndpoint {
+            region: TcpRegion {
+                shared: shared.clone(),
+            },
+            shared,
+            addr,
+            links,
+            threads,
+        })
+    }
+
+    /// The address this node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections refused because the other side did not prove it knows
+    /// the cluster secret (counted on both the accepting and the
+    /// connecting side).
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
+    }
+
+    fn check(&self, peer: NodeId, local: u64, len: u64) -> Result<(), FabricError> {
+        let max = self.shared.layout.region_len();
+        if peer.idx() >= self.links.len() {
+            return Err(FabricError::Post {
+                peer,
+                reason: format!("no node {peer} in a group of {}", self.links.len()),
+            });
+        }
+        if local.checked_add(len).is_none_or(|e| e > max) {
+            return Err(FabricError::Post {
+                peer,
+                reason: format!("local range {local}+{len} outside the {max}-byte region"),
+            });
+        }
+        Ok(())
+    }
+
+    fn send(&self, peer: NodeId, req: Request) -> Result<(), FabricError> {
+        self.links[peer.idx()]
+            .send(req)
+            .map_err(|_| FabricError::Post {
+                peer,
+                reason: "the link thread has stopped".into(),
+            })
+    }
+}
+
+impl Fabric for TcpEndpoint {
+    type Mem = TcpRegion;
+
+    fn node(&self) -> NodeId {
+        self.shared.id
+    }
+
+    fn memory(&mut self) -> &mut TcpRegion {
+        &mut self.region
+    }
+
+    fn post_write(
+        &mut self,
+        peer: NodeId,
+        op: OpId,
+        local: u64,
+        remote: u64,
+        len: u64,
+    ) -> Result<(), FabricError> {
+        self.check(peer, local, len)?;
+        let mut data = vec![0u8; len as usize];
+        self.region.read(local, &mut data);
+        self.send(peer, Request::Write { op, remote, data })
+    }
+
+    fn post_read(
+        &mut self,
+        peer: NodeId,
+        op: OpId,
+        remote: u64,
+        local: u64,
+        len: u64,
+    ) -> Result<(), FabricError> {
+        self.check(peer, local, len)?;
+        self.send(
+            peer,
+            Request::Read {
+                op,
+                remote,
+                local,
+                len,
+            },
+        )
+    }
+
+    fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
+        let mut done = self
+            .shared
+            .completions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let k = done.len();
+        out.append(&mut done);
+        k
+    }
+
+    fn grant(&mut self, peer: NodeId) -> Result<(), FabricError> {
+        if peer.idx() >= self.links.len() {
+            return Err(FabricError::Grant {
+                peer,
+                reason: format!("no node {peer} in a group of {}", self.links.len()),
+            });
+        }
+        self.shared.lock().holder = Some(peer);
+        Ok(())
+    }
+}
+
+impl Drop for TcpEndpoint {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Link threads end when their channel closes.
+        self.links.clear();
+        // Wake the listener so it sees the stop flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        for s in self.shared.lock_streams().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Connections accepted while stopping.
+        for s in self.shared.lock_streams().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
