@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! mu-fabric-peer paused-writer --fabric tcp --group N --node W --target T --peers A0,A1,...
-//! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR
+//! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR --shm-group NAME
 //! ```
 //!
 //! It joins the group as node `W` with the suite's region layout and runs
@@ -12,6 +12,7 @@
 //! environment variable `MU_FABRIC_SECRET`. Exit code 64 on bad arguments.
 
 use mu::fabric::conformance::{paused_writer_child, suite_layout};
+use mu::fabric::shm::{ShmConfig, ShmEndpoint, DEFAULT_LEASE_TIMEOUT};
 use mu::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
 use mu::NodeId;
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ fn usage(problem: &str) -> ExitCode {
     eprintln!("mu-fabric-peer: {problem}");
     eprintln!(
         "usage: mu-fabric-peer paused-writer --fabric tcp|shm --group N --node W --target T \
-         [--peers A0,A1,...] [--shm-dir DIR]"
+         [--peers A0,A1,...] [--shm-dir DIR --shm-group NAME]"
     );
     ExitCode::from(EX_USAGE)
 }
@@ -78,6 +79,22 @@ fn main() -> ExitCode {
                 options: TcpOptions::default(),
             };
             match TcpEndpoint::start(config) {
+                Ok(f) => paused_writer_child(f, target),
+                Err(e) => return usage(&e.to_string()),
+            }
+        }
+        Some("shm") => {
+            let (Some(dir), Some(group)) = (flags.get("shm-dir"), flags.get("shm-group")) else {
+                return usage("shm needs --shm-dir and --shm-group");
+            };
+            let config = ShmConfig {
+                dir: dir.into(),
+                group: group.clone(),
+                id: node,
+                layout,
+                lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            };
+            match ShmEndpoint::create(config) {
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }

@@ -18,6 +18,9 @@
 pub mod conformance;
 pub mod local;
 pub mod sim;
+// The one module with raw memory: shared mappings (see its `map` module).
+#[allow(unsafe_code)]
+pub mod shm;
 pub mod tcp;
 
 use crate::error::{FabricError, OpError};
