@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 machine: the stock
-# redis-server and memcached that integration tests start on loopback.
+# redis-server and memcached that integration tests start on loopback, and
+# the build tools of the `rdma` feature.
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
@@ -8,6 +9,13 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
+# Building mu's `rdma` feature: ibverbs-sys builds rdma-core's headers with
+# cmake and runs bindgen (libclang); the binary links libibverbs. The
+# Soft-RoCE guest itself (qemu, kernel, rdma tools) is installed by
+# scripts/rdma-vm on first use.
+for pkg in cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -17,6 +17,9 @@
 
 pub mod conformance;
 pub mod local;
+#[cfg(feature = "rdma")]
+#[allow(unsafe_code)]
+pub mod rdma;
 pub mod sim;
 // The one module with raw memory: shared mappings (see its `map` module).
 #[allow(unsafe_code)]
