@@ -208,6 +208,8 @@ pub struct Core {
     ring_start: u64,
     /// After a restart: the promise is being restored (see `restore_tick`).
     restore: Option<Restore>,
+    /// Paused by the operator: no heartbeat, no leadership.
+    paused: bool,
     request_seq: u64,
     entry_seq: u64,
     last_progress_at: u64,
@@ -249,6 +251,7 @@ impl Core {
             frozen: None,
             ring_start: 0,
             restore: (cfg.start == StartMode::Rejoin).then(Restore::default),
+            paused: false,
             request_seq: now,
             entry_seq: 0,
             last_progress_at: now,
@@ -294,6 +297,22 @@ impl Core {
         });
         self.holder = Some(self.id);
         self.frozen = None;
+    }
+
+    /// Pauses or resumes the replica, like the original's fifo pause: while
+    /// paused it stops its heartbeat (so the others' failure detectors see
+    /// it go silent, as for a stalled process) and neither leads nor stands
+    /// for election; it keeps applying and granting its log.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+        if paused && !matches!(self.role, Role::Follower) {
+            self.step_down();
+        }
+    }
+
+    /// Whether the replica is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     /// The latest time the core was given.
@@ -483,7 +502,8 @@ impl Core {
     }
 
     fn leader_view(&self) -> Option<NodeId> {
-        self.detector.leader_view(self.id, self.eligible(), self.n)
+        self.detector
+            .leader_view(self.id, self.eligible() && !self.paused, self.n)
     }
 
     fn peers(&self) -> impl Iterator<Item = NodeId> {

@@ -70,7 +70,9 @@ impl Core {
     }
 
     pub(super) fn heartbeat_round(&mut self, mem: &mut dyn Memory) {
-        self.heartbeat += 1;
+        if !self.paused {
+            self.heartbeat += 1;
+        }
         self.write_status(mem);
         for p in self.peers().collect::<arrayvec::Peers>() {
             if !self.status_reading[p.idx()] {

@@ -56,6 +56,7 @@ struct Shared {
     requests: Mutex<VecDeque<(Vec<u8>, Reply)>>,
     status: Mutex<Option<Status>>,
     stop: AtomicBool,
+    paused: AtomicBool,
 }
 
 /// A running replica: its driver thread and the handle to talk to it.
@@ -87,6 +88,7 @@ impl Replica {
             requests: Mutex::new(VecDeque::new()),
             status: Mutex::new(None),
             stop: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
@@ -128,6 +130,12 @@ impl Replica {
             .clone()
     }
 
+    /// Pauses (`true`) or resumes the replica: see [`Core::set_paused`].
+    /// Pausing the leader forces a leader change.
+    pub fn pause(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Release);
+    }
+
     /// Stops the driver thread; waiting proposals get [`ProposeError::Unknown`].
     pub fn stop(mut self) {
         self.halt();
@@ -166,6 +174,10 @@ fn run<F: Fabric>(
     let mut next_status = 0u64;
     while !shared.stop.load(Ordering::Acquire) {
         let now = clock();
+        let paused = shared.paused.load(Ordering::Acquire);
+        if paused != core.paused() {
+            core.set_paused(paused);
+        }
         let mut busy = fabric.poll(&mut completions) > 0;
         for c in completions.drain(..) {
             core.on_completion(now, c, fabric.memory());

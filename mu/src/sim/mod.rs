@@ -728,6 +728,14 @@ impl Scenario {
         self.sim.nodes[node as usize].paused_until = u64::MAX;
     }
 
+    /// The operator pause of a running node (see `Core::set_paused`):
+    /// unlike [`Scenario::pause`], the process keeps running.
+    pub fn operator_pause(&mut self, node: u8, paused: bool) {
+        if let Some(core) = self.sim.nodes[node as usize].core.as_mut() {
+            core.set_paused(paused);
+        }
+    }
+
     /// Resumes a paused node.
     pub fn resume(&mut self, node: u8) {
         self.sim.nodes[node as usize].paused_until = 0;
