@@ -36,6 +36,11 @@ pub struct FrameDecoder {
     /// Where the resumable scan stopped (the start of an incomplete element).
     pos: usize,
     stack: Vec<Open>,
+    /// Every header the scan accepted for the current frame, in order, so
+    /// that building the frame does not parse them again.
+    heads: Vec<Head>,
+    /// Aggregates under construction while building (kept for its capacity).
+    builders: Vec<Builder>,
 }
 
 impl FrameDecoder {
@@ -45,6 +50,8 @@ impl FrameDecoder {
             limits,
             pos: 0,
             stack: Vec::new(),
+            heads: Vec::new(),
+            builders: Vec::new(),
         }
     }
 
@@ -63,14 +70,17 @@ impl FrameDecoder {
                 return Err(e);
             }
         };
-        self.reset();
         let bytes = buf.split_to(end).freeze();
-        build(&bytes, &self.limits).map(Some)
+        self.builders.clear();
+        let frame = build(&bytes, &self.heads, &mut self.builders);
+        self.reset();
+        frame.map(Some)
     }
 
     fn reset(&mut self) {
         self.pos = 0;
         self.stack.clear();
+        self.heads.clear();
     }
 
     /// Advances the scan; returns the frame's length once it is complete.
@@ -81,6 +91,7 @@ impl FrameDecoder {
                 return Ok(None);
             };
             let value_done = self.scan_head(head, pos)?;
+            self.heads.push(head);
             self.pos = next;
             if value_done && self.complete_value(pos)? {
                 return Ok(Some(next));
@@ -189,20 +200,18 @@ impl FrameDecoder {
 }
 
 /// An aggregate under construction.
+#[derive(Debug)]
 struct Builder {
     kind: Option<AggKind>,
     items: Vec<Frame>,
     remaining: Option<u64>,
 }
 
-/// Builds the frame from a buffer the scan found complete and valid.
-fn build(bytes: &Bytes, limits: &Limits) -> Result<Frame, ProtocolError> {
-    let mut stack: Vec<Builder> = Vec::new();
-    let mut pos = 0;
-    loop {
-        let (head, next) = parse_head(bytes, pos, limits)?
-            .ok_or(ProtocolError::malformed("frame ended early", pos))?;
-        pos = next;
+/// Builds the frame from the headers the scan accepted (ranges point into
+/// `bytes`, the frame's own bytes).
+fn build(bytes: &Bytes, heads: &[Head], stack: &mut Vec<Builder>) -> Result<Frame, ProtocolError> {
+    let pos = 0;
+    for &head in heads {
         let mut value = match head {
             Head::Simple(s, e) => Frame::Simple(bytes.slice(s..e)),
             Head::Error(s, e) => Frame::Error(bytes.slice(s..e)),
@@ -274,6 +283,7 @@ fn build(bytes: &Bytes, limits: &Limits) -> Result<Frame, ProtocolError> {
             }
         }
     }
+    Err(ProtocolError::malformed("frame ended early", bytes.len()))
 }
 
 fn pairs(items: Vec<Frame>) -> Vec<(Frame, Frame)> {
