@@ -9,6 +9,10 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
+# mu's fabric tests: kill(1) stops and resumes writer processes (SIGSTOP,
+# SIGCONT); ip(8) builds the network namespaces of the tcp fabric test.
+command -v kill >/dev/null 2>&1 || need+=(procps)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # Building mu's `rdma` feature: ibverbs-sys builds rdma-core's headers with
 # cmake and runs bindgen (libclang); the binary links libibverbs. The
 # Soft-RoCE guest itself (qemu, kernel, rdma tools) is installed by

@@ -4,18 +4,24 @@
 //! ```text
 //! mu-fabric-peer paused-writer --fabric tcp --group N --node W --target T --peers A0,A1,...
 //! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR --shm-group NAME
+//! mu-fabric-peer serve --fabric tcp --group N --node W --peers A0,A1,...
 //! ```
 //!
-//! It joins the group as node `W` with the suite's region layout and runs
-//! [`mu::fabric::conformance::paused_writer_child`] against node `T`: one
-//! output line per completed write. The tcp cluster secret comes from the
-//! environment variable `MU_FABRIC_SECRET`. Exit code 64 on bad arguments.
+//! Each joins the group as node `W` with the suite's region layout.
+//! `paused-writer` runs [`mu::fabric::conformance::paused_writer_child`]
+//! against node `T`: one output line per completed write. `serve` prints
+//! `ready`, then obeys lines on stdin: `grant K` grants its log to node `K`
+//! and answers `granted K`; it exits when stdin closes. The tcp cluster
+//! secret comes from the environment variable `MU_FABRIC_SECRET`. Exit code
+//! 64 on bad arguments.
 
 use mu::fabric::conformance::{paused_writer_child, suite_layout};
 use mu::fabric::shm::{ShmConfig, ShmEndpoint, DEFAULT_LEASE_TIMEOUT};
 use mu::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
+use mu::fabric::Fabric;
 use mu::NodeId;
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -32,8 +38,9 @@ fn usage(problem: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("paused-writer") {
-        return usage("the only role is paused-writer");
+    let role = args.first().cloned().unwrap_or_default();
+    if role != "paused-writer" && role != "serve" {
+        return usage("the role is paused-writer or serve");
     }
     let mut flags = HashMap::new();
     for pair in args[1..].chunks(2) {
@@ -51,7 +58,12 @@ fn main() -> ExitCode {
             .parse()
             .map_err(|e| format!("--{k}: {e}"))
     };
-    let (n, node, target) = match (num("group"), num("node"), num("target")) {
+    let target = if role == "serve" {
+        Ok(0)
+    } else {
+        num("target")
+    };
+    let (n, node, target) = match (num("group"), num("node"), target) {
         (Ok(n), Ok(w), Ok(t)) => (n, NodeId(w), NodeId(t)),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(&e),
     };
@@ -79,6 +91,7 @@ fn main() -> ExitCode {
                 options: TcpOptions::default(),
             };
             match TcpEndpoint::start(config) {
+                Ok(f) if role == "serve" => serve(f),
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }
@@ -95,6 +108,7 @@ fn main() -> ExitCode {
                 lease_timeout: DEFAULT_LEASE_TIMEOUT,
             };
             match ShmEndpoint::create(config) {
+                Ok(f) if role == "serve" => serve(f),
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }
@@ -105,4 +119,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// Serves the node's region and grants its log on command until stdin closes.
+fn serve<F: Fabric>(mut fabric: F) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let Some(k) = line
+            .strip_prefix("grant ")
+            .and_then(|k| k.trim().parse::<u8>().ok())
+        else {
+            writeln!(out, "unknown command {line:?}")?;
+            continue;
+        };
+        match fabric.grant(NodeId(k)) {
+            Ok(()) => writeln!(out, "granted {k}")?,
+            Err(e) => writeln!(out, "grant failed: {e}")?,
+        }
+        out.flush()?;
+    }
+    Ok(())
 }
