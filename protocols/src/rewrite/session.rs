@@ -33,6 +33,7 @@ pub struct RedisSession {
     trust_scripts: bool,
     multi: Option<Multi>,
     watched: Vec<WatchGuard>,
+    protocol: u8,
 }
 
 impl Default for RedisSession {
@@ -56,12 +57,19 @@ impl RedisSession {
             trust_scripts,
             multi: None,
             watched: Vec::new(),
+            protocol: 2,
         }
     }
 
     /// The selected database.
     pub fn db(&self) -> u32 {
         self.db
+    }
+
+    /// The RESP version the client negotiated with `HELLO` (2 until then);
+    /// the leader answers the client in this version.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
     }
 
     /// True between MULTI and EXEC/DISCARD.
@@ -90,9 +98,18 @@ impl RedisSession {
                 return Action::Reply(Frame::simple("OK"));
             }
             "select" => return self.select(req),
+            "hello" => {
+                // The backend validates HELLO and answers it; the session
+                // only notes a well-formed version switch.
+                if let Some(v @ 2..=3) = req.args.get(1).and_then(|v| parse_i64(v)) {
+                    self.protocol = v as u8;
+                }
+                return Action::Local;
+            }
             "reset" => {
                 // The backend connection resets too (db 0, no MULTI, no
-                // WATCH); the session follows.
+                // WATCH, RESP2); the session follows.
+                self.protocol = 2;
                 self.db = 0;
                 self.multi = None;
                 self.watched.clear();
@@ -347,6 +364,12 @@ mod tests {
         run(&mut s, "MULTI");
         assert_eq!(run(&mut s, "RESET"), Action::Local);
         assert_eq!((s.db(), s.in_multi()), (0, false));
+        assert_eq!(run(&mut s, "HELLO 3"), Action::Local);
+        assert_eq!(s.protocol(), 3);
+        run(&mut s, "HELLO 9");
+        assert_eq!(s.protocol(), 3);
+        run(&mut s, "RESET");
+        assert_eq!(s.protocol(), 2);
         let Action::Replicate(Entry::Redis(e)) = run(&mut s, "SET k v") else {
             panic!()
         };
