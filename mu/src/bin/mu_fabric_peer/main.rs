@@ -5,6 +5,7 @@
 //! mu-fabric-peer paused-writer --fabric tcp --group N --node W --target T --peers A0,A1,...
 //! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR --shm-group NAME
 //! mu-fabric-peer serve --fabric tcp --group N --node W --peers A0,A1,...
+//! mu-fabric-peer latency
 //! ```
 //!
 //! Each joins the group as node `W` with the suite's region layout.
@@ -14,6 +15,14 @@
 //! and answers `granted K`; it exits when stdin closes. The tcp cluster
 //! secret comes from the environment variable `MU_FABRIC_SECRET`. Exit code
 //! 64 on bad arguments.
+//!
+//! `latency` measures, in this process, the time from posting a write or
+//! read to polling its completion on the `tcp` (loopback) and `shm`
+//! (/dev/shm) fabrics for several sizes, and the duration of an `shm`
+//! grant (which copies the log area) for two ring sizes; it prints one
+//! line per figure.
+
+mod latency;
 
 use mu::fabric::conformance::{paused_writer_child, suite_layout};
 use mu::fabric::shm::{ShmConfig, ShmEndpoint, DEFAULT_LEASE_TIMEOUT};
@@ -30,7 +39,7 @@ const EX_USAGE: u8 = 64;
 fn usage(problem: &str) -> ExitCode {
     eprintln!("mu-fabric-peer: {problem}");
     eprintln!(
-        "usage: mu-fabric-peer paused-writer --fabric tcp|shm --group N --node W --target T \
+        "usage: mu-fabric-peer latency | paused-writer --fabric tcp|shm --group N --node W --target T \
          [--peers A0,A1,...] [--shm-dir DIR --shm-group NAME]"
     );
     ExitCode::from(EX_USAGE)
@@ -39,6 +48,15 @@ fn usage(problem: &str) -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let role = args.first().cloned().unwrap_or_default();
+    if role == "latency" {
+        return match latency::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mu-fabric-peer latency: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if role != "paused-writer" && role != "serve" {
         return usage("the role is paused-writer or serve");
     }
