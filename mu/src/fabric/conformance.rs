@@ -598,7 +598,7 @@ pub fn paused_writer_is_fenced<B: GroupBuilder>(builder: &mut B) {
     };
     let mut g = Group::from_nodes(builder, nodes, layout);
     let pid = reaper.0.id();
-    for round in 0..5u32 {
+    for round in 0..10u32 {
         g.grant(owner, writer);
         // Wait until the writer's writes land again.
         let mut oks = 0;

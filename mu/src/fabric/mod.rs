@@ -21,7 +21,7 @@ pub mod local;
 #[allow(unsafe_code)]
 pub mod rdma;
 pub mod sim;
-// The one module with raw memory: shared mappings (see its `map` module).
+// Shared mappings; its raw-memory code is confined to `shm::map`.
 #[allow(unsafe_code)]
 pub mod shm;
 pub mod tcp;

@@ -1,7 +1,7 @@
 //! The `shm` fabric: processes on one host store straight into each
 //! other's regions, which live in shared files of a tmpfs directory
-//! (normally `/dev/shm`). A write is a `memcpy` into the peer's mapping and
-//! two atomic loads; no system call is made on the fast path (the lease
+//! (normally `/dev/shm`). A write is a `memcpy` into the peer's mapping,
+//! a fence and a few atomic operations on its header; no system call is made on the fast path (the lease
 //! check reads `CLOCK_MONOTONIC` through the vDSO).
 //!
 //! # Objects
@@ -10,37 +10,46 @@
 //!   alive flag) followed by the whole region; everything outside the log
 //!   area lives here, always writable by the group;
 //! - `g-n{i}.log.{gen}`: the log area of generation `gen`, after a 4 KiB
-//!   header holding the **holder** (the one node allowed to write it) and a
-//!   **revoked** flag.
+//!   header of three words: **perm** (a grant epoch and the one node
+//!   allowed to write), **busy** (how many writers are inside a write) and
+//!   **abandoned** (set once the owner moved to a newer generation).
 //!
-//! # Fencing: a fresh log object on every grant
-//! [`Fabric::grant`] does, in this order:
-//! 1. create the file of generation `gen + 1`;
-//! 2. set `revoked` in the current object (SeqCst, then a SeqCst fence);
-//! 3. copy the current log area into the new object;
-//! 4. write the new holder into the new object and publish `gen + 1` in
-//!    the control page;
-//! 5. switch its own view to the new object, then unmap and unlink the old.
+//! # Writing
+//! A writer increments `busy`, loads `perm` and stores nothing unless it is
+//! the holder; then it copies its bytes, issues a SeqCst fence, loads
+//! `perm` again, decrements `busy`, and reports `Ok` only if `perm` did not
+//! change. All these accesses are SeqCst.
 //!
-//! After `grant` returns, the owner and every reader use only the new
-//! object, whose holder is the grantee. A revoked writer, even one stopped
-//! with SIGSTOP in the middle of a `memcpy`, can only store into the old
-//! object's pages: its mapping keeps them alive, but no process reads them
-//! again, so nothing it writes after the copy becomes visible. A writer
-//! checks the holder and `revoked` before storing (a write without
-//! permission stores nothing) and, after a SeqCst fence, `revoked` again:
-//! since the owner sets `revoked` and fences before copying, either the
-//! writer sees it and reports [`OpError::Permission`], or the owner's copy
-//! sees every byte of the write, so a write reported `Ok` is in the new
-//! object. A write racing a grant may be torn (its head copied, its tail
-//! not) and reported as refused, as in the simulator; the log format
-//! detects torn entries by checksum.
+//! # Fencing: quiesce, or move the log to a fresh object
+//! [`Fabric::grant`] first stores a `perm` with a new epoch and no holder,
+//! issues a SeqCst fence and watches `busy` for up to [`GRANT_QUIESCE`]:
+//! - **`busy` reaches 0**: no writer is inside a write. Any writer that
+//!   enters later increments `busy` before it loads `perm`, so (SeqCst
+//!   total order: the owner's `perm` store precedes its `busy` load, which
+//!   read a value older than that writer's increment) it loads the new
+//!   `perm` and stores nothing. The owner publishes the grantee in `perm`
+//!   and returns: no copy.
+//! - **`busy` stays above 0**: a writer is inside a write and may be
+//!   paused there (SIGSTOP, a long preemption, or dead with its count
+//!   never undone). The owner creates generation `gen + 1`, sets
+//!   `abandoned` in the current object, fences, copies the log area into
+//!   the new object, writes the grantee into its `perm`, publishes
+//!   `gen + 1` in the control page, switches its own view and unlinks the
+//!   old file. The stalled writer can only store into the old object's
+//!   pages: its mapping keeps them alive, but no process reads them again.
 //!
-//! Readers check `revoked` after copying and retry on the new generation,
-//! so a read never returns bytes a revoked writer stored after the copy.
-//! The price is a copy of the log area per grant (grants happen on leader
-//! changes only), and a brief window during a grant in which even the
-//! holder's writes are refused.
+//! Either way, after `grant` returns nothing a revoked writer stores
+//! becomes visible. A write reported `Ok` loaded the old `perm` after its
+//! fence, so it preceded the owner's fence in the SeqCst order and the
+//! owner's copy (or the live object) holds all of its bytes. A write racing
+//! a grant may be torn and reported as refused, as in the simulator; the
+//! log format detects torn entries by checksum.
+//!
+//! Readers check `abandoned` after copying and retry on the new generation,
+//! so a read never returns bytes a stalled writer stored after the copy.
+//! A grant costs a fence and a short wait in the common case, and a copy of
+//! the log area when a writer is stuck inside a write; during a grant even
+//! the holder's writes are refused.
 //!
 //! # Liveness
 //! A keeper thread refreshes the lease in the control page every
@@ -66,6 +75,9 @@ use std::time::Duration;
 
 /// Default lease timeout: how long a silent node is still taken for alive.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a grant waits for writers inside a write to finish before it
+/// moves the log to a fresh object instead.
+pub const GRANT_QUIESCE: Duration = Duration::from_micros(50);
 /// How often the keeper thread refreshes the lease.
 pub const LEASE_REFRESH: Duration = Duration::from_millis(5);
 
@@ -79,8 +91,11 @@ const W_GEN: usize = 8;
 const W_LEASE: usize = 16;
 const W_ALIVE: usize = 24;
 /// Log header words.
-const W_HOLDER: usize = 8;
-const W_REVOKED: usize = 16;
+const W_PERM: usize = 8;
+const W_BUSY: usize = 16;
+const W_ABANDONED: usize = 24;
+/// The low byte of `perm`: holder id + 1, or 0 for nobody.
+const PERM_HOLDER_MASK: u64 = 0xff;
 /// How often a writer or reader follows a generation change before it
 /// gives up on a node that rotates faster than it can follow.
 const FOLLOW_LIMIT: usize = 64;
@@ -150,6 +165,8 @@ pub struct ShmRegion {
     ctl: Arc<Mapping>,
     log: Mapping,
     gen: u64,
+    /// Grants so far; the high bits of `perm`.
+    epoch: u64,
 }
 
 impl Memory for ShmRegion {
@@ -250,6 +267,7 @@ impl ShmEndpoint {
                 ctl,
                 log,
                 gen,
+                epoch: 0,
             },
             peers: (0..n).map(|_| None).collect(),
             done: VecDeque::with_capacity(1024),
@@ -290,10 +308,13 @@ impl ShmEndpoint {
         if touches_log {
             current_log(&self.config, peer, view)?;
         }
-        let log = view.log.as_ref().map(|(_, m)| m);
-        if let Some(log) = log.filter(|_| touches_log) {
-            let holder = log.word(W_HOLDER).load(Ordering::Acquire);
-            if holder != me || log.word(W_REVOKED).load(Ordering::Acquire) != 0 {
+        let log = view.log.as_ref().map(|(_, m)| m).filter(|_| touches_log);
+        let mut perm = 0;
+        if let Some(log) = log {
+            log.word(W_BUSY).fetch_add(1, Ordering::SeqCst);
+            perm = log.word(W_PERM).load(Ordering::SeqCst);
+            if perm & PERM_HOLDER_MASK != me || log.word(W_ABANDONED).load(Ordering::SeqCst) != 0 {
+                log.word(W_BUSY).fetch_sub(1, Ordering::SeqCst);
                 return Err(OpError::Permission);
             }
         }
@@ -305,11 +326,13 @@ impl ShmEndpoint {
                 (Place::Log, None) => return Err(OpError::Permission),
             }
         }
-        if let Some(log) = log.filter(|_| touches_log) {
-            // Pairs with the owner's fence between setting `revoked` and
-            // copying: either we see the flag or its copy sees our bytes.
+        if let Some(log) = log {
+            // Pairs with the owner's fence after it changes `perm`: either
+            // we see the change, or the owner sees every byte we stored.
             fence(Ordering::SeqCst);
-            if log.word(W_REVOKED).load(Ordering::SeqCst) != 0 {
+            let kept = log.word(W_PERM).load(Ordering::SeqCst) == perm;
+            log.word(W_BUSY).fetch_sub(1, Ordering::SeqCst);
+            if !kept {
                 return Err(OpError::Permission);
             }
         }
@@ -342,11 +365,11 @@ impl ShmEndpoint {
                         (Place::Log, None) => return Err(OpError::Unreachable),
                     }
                 }
-                // Bytes read from a revoked object may include a revoked
+                // Bytes read from an abandoned object may include a stalled
                 // writer's late stores: read the new generation instead.
                 fence(Ordering::SeqCst);
                 match log.filter(|_| touches_log) {
-                    Some(log) if log.word(W_REVOKED).load(Ordering::SeqCst) != 0 => {
+                    Some(log) if log.word(W_ABANDONED).load(Ordering::SeqCst) != 0 => {
                         std::hint::spin_loop();
                     }
                     _ => return Ok(()),
@@ -484,19 +507,36 @@ impl Fabric for ShmEndpoint {
                 reason: format!("no node {peer} in a group of {}", self.peers.len()),
             });
         }
+        let epoch = self.region.epoch + 1;
+        self.region.epoch = epoch;
+        let granted = (epoch << 8) | (u64::from(peer.0) + 1);
+        let log = &self.region.log;
+        log.word(W_PERM).store(epoch << 8, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let deadline = monotonic_ns() + GRANT_QUIESCE.as_nanos() as u64;
+        loop {
+            if log.word(W_BUSY).load(Ordering::SeqCst) == 0 {
+                log.word(W_PERM).store(granted, Ordering::SeqCst);
+                return Ok(());
+            }
+            if monotonic_ns() > deadline {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        // A writer is stuck inside a write: move the log. If this fails the
+        // log stays without a holder, which is safe; the caller retries.
         let gen = self.region.gen + 1;
         let fresh = create_log(&self.config, gen).map_err(|e| FabricError::Grant {
             peer,
             reason: e.to_string(),
         })?;
         let old = &self.region.log;
-        old.word(W_REVOKED).store(1, Ordering::SeqCst);
+        old.word(W_ABANDONED).store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let log_len = (self.region.layout.log_end() - LOG) as usize;
         fresh.copy_from(PAGE, old, PAGE, log_len);
-        fresh
-            .word(W_HOLDER)
-            .store(u64::from(peer.0) + 1, Ordering::Relaxed);
+        fresh.word(W_PERM).store(granted, Ordering::Relaxed);
         fresh.word(W_MAGIC).store(MAGIC_LOG, Ordering::Release);
         self.region.ctl.word(W_GEN).store(gen, Ordering::SeqCst);
         let old_gen = self.region.gen;
