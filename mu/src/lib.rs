@@ -9,9 +9,11 @@
 //! ## Layout
 //! - [`core`]: the sans-IO protocol state machine (events in, actions out).
 //! - [`log`]: the region map, the self-describing entry format, the ring.
-//! - [`fabric`]: the one-sided memory contract and its backends
+//! - [`fabric`]: the one-sided memory contract, the conformance suite every
+//!   backend passes ([`fabric::conformance`]) and the backends
 //!   ([`fabric::sim`] for deterministic tests, [`fabric::local`] for threads
-//!   in one process).
+//!   in one process, [`fabric::tcp`] for any network, [`fabric::shm`] for
+//!   processes on one host).
 //! - [`driver`]: runs a core against a fabric on a busy-polling thread and
 //!   exposes the [`Replica`] handle.
 //! - [`discovery`]: peers from a static list or a memcached registry.

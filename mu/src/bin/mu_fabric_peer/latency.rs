@@ -74,8 +74,53 @@ fn shm_pair(dir: &std::path::Path, layout: Layout) -> Result<(ShmEndpoint, ShmEn
     Ok((node(0)?, node(1)?))
 }
 
+/// The floor under the `tcp` figures: 64-byte ping-pongs between two
+/// threads over one loopback connection (blocking sockets, no Nagle).
+fn raw_tcp_ping_pong() -> Result<(), String> {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let echo = std::thread::Builder::new()
+        .name("raw-echo".into())
+        .spawn(move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            let mut b = [0u8; 64];
+            loop {
+                if s.read_exact(&mut b).is_err() {
+                    return Ok(());
+                }
+                s.write_all(&b)?;
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut b = [7u8; 64];
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for i in 0..ITERATIONS + 1000 {
+        let start = now();
+        s.write_all(&b).map_err(|e| e.to_string())?;
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        if i >= 1000 {
+            samples.push(start.elapsed());
+        }
+    }
+    drop(s);
+    let _ = echo.join();
+    samples.sort();
+    println!(
+        "raw loopback tcp ping-pong 64 B: p50 {:?} p99 {:?} p99.9 {:?} ({ITERATIONS} round trips)",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&samples, 0.999),
+    );
+    Ok(())
+}
+
 /// Runs every measurement.
 pub fn run() -> Result<(), String> {
+    raw_tcp_ping_pong()?;
     let layout = Layout::new(1 << 20, 4096, 2);
     // tcp on loopback.
     let listeners: Vec<TcpListener> = (0..2)

@@ -18,9 +18,9 @@
 //!
 //! `latency` measures, in this process, the time from posting a write or
 //! read to polling its completion on the `tcp` (loopback) and `shm`
-//! (/dev/shm) fabrics for several sizes, and the duration of an `shm`
-//! grant (which copies the log area) for two ring sizes; it prints one
-//! line per figure.
+//! (/dev/shm) fabrics for several sizes beside a raw loopback TCP
+//! ping-pong, and the duration of an `shm` grant for two ring sizes; it
+//! prints one line per figure.
 
 mod latency;
 
