@@ -13,6 +13,8 @@ use std::time::Duration;
 /// Builds groups in fresh directories under /dev/shm and removes them.
 struct Shm {
     dirs: Vec<PathBuf>,
+    /// Layout of the last group built (its directory is the last in `dirs`).
+    layout: Option<Layout>,
 }
 
 impl Shm {
@@ -54,7 +56,14 @@ impl GroupBuilder for Shm {
 
     fn build(&mut self, n: usize, layout: Layout) -> Vec<ShmEndpoint> {
         let dir = self.fresh_dir();
+        self.layout = Some(layout);
         (0..n).map(|i| Self::node(&dir, i, layout)).collect()
+    }
+
+    fn restart(&mut self, node: NodeId) -> Option<ShmEndpoint> {
+        let dir = self.dirs.last().expect("a group was built").clone();
+        let layout = self.layout.expect("a group was built");
+        Some(Self::node(&dir, node.idx(), layout))
     }
 
     fn kill(&mut self, endpoint: ShmEndpoint) {
@@ -92,7 +101,10 @@ impl GroupBuilder for Shm {
 
 #[test]
 fn shm_fabric_passes_the_conformance_suite() {
-    run_all(&mut Shm { dirs: Vec::new() });
+    run_all(&mut Shm {
+        dirs: Vec::new(),
+        layout: None,
+    });
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -133,7 +145,10 @@ fn until_read(f: &mut ShmEndpoint, want: Result<(), mu::OpError>, limit: Duratio
 
 #[test]
 fn a_stopped_or_killed_process_is_unreachable_within_the_lease() {
-    let mut b = Shm { dirs: Vec::new() };
+    let mut b = Shm {
+        dirs: Vec::new(),
+        layout: None,
+    };
     let layout = mu::fabric::conformance::suite_layout(2);
     let (mut nodes, child) = b
         .build_with_writer_process(2, layout, NodeId(1), NodeId(0))

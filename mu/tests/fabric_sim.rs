@@ -38,6 +38,12 @@ impl GroupBuilder for Sim {
             .crash(endpoint.node());
     }
 
+    fn restart(&mut self, node: NodeId) -> Option<SimEndpoint> {
+        let net = self.net.as_ref().expect("a group was built");
+        net.restart(node);
+        Some(net.endpoint(node))
+    }
+
     fn dead_peer_bound(&self) -> Duration {
         // Simulated time passes only when pumped; in real time the failure
         // is immediate.

@@ -39,17 +39,27 @@ fn endpoint(
 }
 
 /// Builds loopback groups on free ports.
-struct Tcp;
+struct Tcp {
+    /// Addresses and layout of the last group built.
+    last: Option<(Vec<SocketAddr>, Layout)>,
+}
 
 impl GroupBuilder for Tcp {
     type F = TcpEndpoint;
 
     fn build(&mut self, n: usize, layout: Layout) -> Vec<TcpEndpoint> {
         let (ls, addrs) = listeners(n);
+        self.last = Some((addrs.clone(), layout));
         ls.into_iter()
             .enumerate()
             .map(|(i, l)| endpoint(i, &addrs, layout, l, SECRET))
             .collect()
+    }
+
+    fn restart(&mut self, node: NodeId) -> Option<TcpEndpoint> {
+        let (addrs, layout) = self.last.clone().expect("a group was built");
+        let l = TcpListener::bind(addrs[node.idx()]).expect("bind the restarted node's address");
+        Some(endpoint(node.idx(), &addrs, layout, l, SECRET))
     }
 
     fn kill(&mut self, endpoint: TcpEndpoint) {
@@ -98,7 +108,7 @@ impl GroupBuilder for Tcp {
 
 #[test]
 fn tcp_fabric_passes_the_conformance_suite() {
-    run_all(&mut Tcp);
+    run_all(&mut Tcp { last: None });
 }
 
 fn wait(f: &mut TcpEndpoint, op: OpId) -> Result<(), OpError> {

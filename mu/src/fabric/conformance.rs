@@ -21,6 +21,9 @@
 //! - [`dead_peer_fails_in_bounded_time`]: operations to a killed node fail
 //!   within [`GroupBuilder::dead_peer_bound`], and the others still work;
 //! - [`large_writes`]: a 1 MiB write lands whole and reads back;
+//! - [`restarted_peer_is_reachable_again`]: after a node is killed and
+//!   restarted, operations to it succeed again (the backend reconnects or
+//!   remaps) and its log is fenced until it grants it;
 //! - [`paused_writer_is_fenced`]: a writer in another process, stopped with
 //!   SIGSTOP in the middle of 1 MiB writes, is resumed after the owner
 //!   granted its log to another node and changes nothing (backends that
@@ -74,6 +77,13 @@ pub trait GroupBuilder {
     /// The bound within which an operation to a dead node fails.
     fn dead_peer_bound(&self) -> Duration;
 
+    /// Brings node `node` of the last group built, killed before, back as
+    /// a new incarnation; `None` for backends that cannot.
+    fn restart(&mut self, node: NodeId) -> Option<Self::F> {
+        let _ = node;
+        None
+    }
+
     /// A fresh group of `n` nodes in which node `writer` runs in a separate
     /// process that calls [`paused_writer_child`] with `target`; its slot in
     /// the returned vector is `None`. `None` for backends that cannot span
@@ -100,6 +110,7 @@ pub fn run_all<B: GroupBuilder>(builder: &mut B) {
     control_area_always_accessible(builder);
     large_writes(builder);
     dead_peer_fails_in_bounded_time(builder);
+    restarted_peer_is_reachable_again(builder);
     paused_writer_is_fenced(builder);
 }
 
@@ -487,6 +498,53 @@ pub fn dead_peer_fails_in_bounded_time<B: GroupBuilder>(builder: &mut B) {
     }
     let w = g.write(0, 1, RING, RING, 64);
     g.expect_ok(0, w, "write to a live node after another died");
+}
+
+/// After a node is killed and restarted, operations to it succeed again
+/// and land in the new incarnation, whose log nobody may write until it
+/// grants it.
+pub fn restarted_peer_is_reachable_again<B: GroupBuilder>(builder: &mut B) {
+    let mut g = Group::new(builder, 3);
+    g.grant(2, 0);
+    let w = g.write(0, 2, RING, RING, 64);
+    g.expect_ok(0, w, "write before the kill");
+    let victim = g.nodes[2].take().expect("alive");
+    g.builder.kill(victim);
+    let w = g.write(0, 2, RING, layout::STATUS, 8);
+    assert!(g.wait(0, w).is_err(), "a write to a killed node succeeded");
+    let Some(fresh) = g.builder.restart(NodeId(2)) else {
+        return;
+    };
+    g.nodes[2] = Some(fresh);
+    let slot = layout::slot(layout::REQUESTS, NodeId(0));
+    let value = pattern(77, 8);
+    g.local_write(0, RING + 512, &value);
+    let start = clock();
+    loop {
+        let w = g.write(0, 2, RING + 512, slot, 8);
+        if g.wait(0, w).is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < EVENT_DEADLINE,
+            "operations to a restarted node kept failing for {EVENT_DEADLINE:?}"
+        );
+        g.builder.pump();
+    }
+    assert_eq!(
+        g.local_read(2, slot, 8),
+        value,
+        "landed in the new incarnation"
+    );
+    let w = g.write(0, 2, RING, RING, 64);
+    assert_eq!(
+        g.wait(0, w),
+        Err(OpError::Permission),
+        "a restarted node's log is fenced until it grants it"
+    );
+    g.grant(2, 0);
+    let w = g.write(0, 2, RING, RING, 64);
+    g.expect_ok(0, w, "write after the restarted node's grant");
 }
 
 /// What the writer process reports for each of its writes.
