@@ -1,0 +1,96 @@
+//! `main-st <id> <payload_size> <outstanding>`: the Mu artifact's standalone
+//! throughput tool. Replica 1 proposes `--count` random payloads with
+//! `outstanding` proposals in flight and prints
+//! `Replicated X commands of size Y bytes in Z ns`; the other replicas apply
+//! them and exit. `--launch` starts the whole group from one command:
+//!
+//! ```text
+//! main-st --launch 1 64 1 --fabric shm --count 100000
+//! ```
+
+use clap::Parser;
+use mu_examples::{
+    launch, propose, random_payload, start_node, wait_applied, wait_group_applied,
+    wait_until_leader, NodeArgs,
+};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Replicates a fixed number of random payloads and reports the time taken.
+#[derive(Parser, Debug)]
+#[command(name = "main-st")]
+struct Cli {
+    /// This replica's id, 1..=N; replica 1 proposes, the others follow.
+    id: u8,
+    /// Payload bytes per command.
+    payload_size: u32,
+    /// Proposals in flight at once (0 means 1).
+    outstanding: u32,
+    /// Commands to replicate.
+    #[arg(long, env = "MU_COUNT", default_value_t = 100_000)]
+    count: u64,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.node.launch {
+        let rest = [
+            cli.payload_size.to_string(),
+            cli.outstanding.to_string(),
+            "--count".into(),
+            cli.count.to_string(),
+        ];
+        return launch(&cli.node, &rest);
+    }
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("main-st {}: {e}", cli.id);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    let node = start_node(&cli.node, cli.id, cli.payload_size.max(1))?;
+    let limit = Duration::from_secs(60);
+    if cli.id != 1 {
+        return wait_applied(&node, cli.count + 1, limit);
+    }
+    if !wait_until_leader(&node.replica, limit) {
+        return Err("replica 1 did not become leader".into());
+    }
+    // Warm-up, as the original: one proposal before the clock starts.
+    propose(&node.replica, random_payload(cli.payload_size)).map_err(|e| e.to_string())?;
+    let threads = cli.outstanding.max(1) as u64;
+    #[allow(clippy::disallowed_methods, reason = "the tool reports wall time")]
+    let started = Instant::now();
+    let handles: Vec<std::thread::JoinHandle<Result<(), String>>> = (0..threads)
+        .map(|t| {
+            let replica = node.replica.clone();
+            let share = cli.count / threads + u64::from(t < cli.count % threads);
+            let size = cli.payload_size;
+            std::thread::Builder::new().spawn(move || -> Result<(), String> {
+                let payload = random_payload(size);
+                for _ in 0..share {
+                    propose(&replica, payload.clone()).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start a proposer thread: {e}"))?;
+    for h in handles {
+        h.join()
+            .map_err(|_| "a proposer thread panicked".to_string())??;
+    }
+    let ns = started.elapsed().as_nanos();
+    println!(
+        "Replicated {} commands of size {} bytes in {} ns",
+        cli.count, cli.payload_size, ns
+    );
+    wait_applied(&node, cli.count + 1, limit)?;
+    wait_group_applied(&node, cli.count + 1, limit)
+}
