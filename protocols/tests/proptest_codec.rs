@@ -43,7 +43,7 @@ fn leaf() -> impl Strategy<Value = Frame> {
         "-?[0-9]{1,40}".prop_map(|s| Frame::BigNumber(Bytes::from(s))),
         bytes(40).prop_map(Frame::BulkError),
         ("[a-z]{3}", bytes(20)).prop_map(|(f, t)| Frame::Verbatim {
-            format: Bytes::from(f),
+            format: [f.as_bytes()[0], f.as_bytes()[1], f.as_bytes()[2]],
             text: t
         }),
     ]

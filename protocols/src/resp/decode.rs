@@ -225,7 +225,7 @@ fn build(bytes: &Bytes, heads: &[Head], stack: &mut Vec<Builder>) -> Result<Fram
             Head::BigNumber(s, e) => Frame::BigNumber(bytes.slice(s..e)),
             Head::BulkError(s, e) => Frame::BulkError(bytes.slice(s..e)),
             Head::Verbatim(s, e) => Frame::Verbatim {
-                format: bytes.slice(s..s + 3),
+                format: [bytes[s], bytes[s + 1], bytes[s + 2]],
                 text: bytes.slice(s + 4..e),
             },
             Head::Aggregate(kind, 0) => finish(Some(kind), Vec::new(), pos)?,

@@ -110,7 +110,7 @@ fn encode_one<'a>(frame: &'a Frame, dst: &mut BytesMut, work: &mut Vec<Work<'a>>
         Frame::BulkError(b) => put_blob(dst, b'!', b),
         Frame::Verbatim { format, text } => {
             put_header(dst, b'=', text.len() + 4);
-            dst.extend_from_slice(format);
+            dst.extend_from_slice(&format[..]);
             dst.put_u8(b':');
             dst.extend_from_slice(text);
             dst.extend_from_slice(b"\r\n");

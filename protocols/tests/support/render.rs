@@ -30,7 +30,9 @@ pub fn frame(f: &Frame) -> String {
         Frame::Double(s) => format!("double {}", quote(s)),
         Frame::BigNumber(s) => format!("big-number {}", quote(s)),
         Frame::BulkError(s) => format!("bulk-error {}", quote(s)),
-        Frame::Verbatim { format, text } => format!("verbatim {} {}", quote(format), quote(text)),
+        Frame::Verbatim { format, text } => {
+            format!("verbatim {} {}", quote(&format[..]), quote(text))
+        }
         Frame::Map(p) => format!("map{{{}}}", pairs(p)),
         Frame::Set(items) => format!("set[{}]", list(items)),
         Frame::Push(items) => format!("push[{}]", list(items)),
