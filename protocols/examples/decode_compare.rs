@@ -33,6 +33,9 @@ fn stream(commands: usize) -> BytesMut {
     out
 }
 
+/// A named decoder run over a whole buffer, returning a checksum.
+type Run = (&'static str, Box<dyn FnMut(BytesMut) -> usize>);
+
 fn time(wire: &BytesMut, f: &mut dyn FnMut(BytesMut) -> usize) -> Duration {
     let buf = wire.clone();
     let start = Instant::now();
@@ -42,7 +45,7 @@ fn time(wire: &BytesMut, f: &mut dyn FnMut(BytesMut) -> usize) -> Duration {
 
 fn main() {
     let wire = stream(20_000);
-    let mut decoders: Vec<(&str, Box<dyn FnMut(BytesMut) -> usize>)> = vec![
+    let mut decoders: Vec<Run> = vec![
         (
             "mu-protocols RequestDecoder",
             Box::new(|mut b| {
