@@ -1,11 +1,17 @@
-//! The posting side of a `tcp` node: one link thread per peer owns the one
-//! connection to it (so operations stay in post order), connects and
-//! authenticates on demand, and sends requests; a reader thread per
-//! connection matches responses to pending operations in order and
-//! completes them. A connection that fails, or leaves an operation
+//! The posting side of a `tcp` node: one [`Link`] per peer owns the one
+//! connection to it, so operations stay in post order. It is driven by the
+//! endpoint's own thread, with no thread hop on the data path: a post
+//! appends the request to the link's outgoing buffer and writes what the
+//! non-blocking socket takes; [`Link::poll`] writes the rest, reads the
+//! responses that arrived and completes the pending operations in order.
+//! Only connecting (a TCP handshake and the authentication round trips)
+//! runs on a short-lived helper thread, so that posting never blocks.
+//!
+//! A connection that fails, or leaves the oldest pending operation
 //! unanswered for longer than the operation timeout, is closed and every
 //! pending operation on it completes with [`OpError::Unreachable`]; the
-//! next operation reconnects.
+//! next operation reconnects, after a short backoff during which
+//! operations fail at once.
 
 use super::wire::{self, RequestHeader, RESPONSE_HEADER};
 use super::{clock, Shared, TcpOptions};
@@ -15,46 +21,11 @@ use crate::types::NodeId;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
 
-/// An operation handed to a link thread.
-#[derive(Debug)]
-pub(super) enum Request {
-    /// Write `data` at `remote`.
-    Write {
-        /// Operation id.
-        op: OpId,
-        /// Offset in the peer's region.
-        remote: u64,
-        /// The bytes, copied from the local region when posted.
-        data: Vec<u8>,
-    },
-    /// Read `len` bytes at `remote` into the local region at `local`.
-    Read {
-        /// Operation id.
-        op: OpId,
-        /// Offset in the peer's region.
-        remote: u64,
-        /// Offset in the local region.
-        local: u64,
-        /// Length.
-        len: u64,
-    },
-}
-
-impl Request {
-    fn op(&self) -> OpId {
-        match self {
-            Request::Write { op, .. } | Request::Read { op, .. } => *op,
-        }
-    }
-}
-
-/// A sent operation waiting for its response.
+/// A posted operation waiting for its response.
 #[derive(Debug)]
 struct Pending {
     op: OpId,
@@ -62,266 +33,309 @@ struct Pending {
     read: Option<(u64, u64)>,
 }
 
-#[derive(Debug, Default)]
-struct InFlight {
-    queue: VecDeque<Pending>,
-    /// When the oldest pending operation last saw progress.
-    since: Option<Instant>,
-    /// The reader has stopped and completed everything queued.
-    closed: bool,
+#[derive(Debug)]
+enum State {
+    /// No connection; the next post starts one unless backing off.
+    Idle,
+    /// A helper thread is connecting and authenticating.
+    Connecting {
+        result: Receiver<io::Result<TcpStream>>,
+        since: Instant,
+    },
+    /// Connected; the stream is non-blocking.
+    Up(TcpStream),
 }
 
-/// One open connection: the stream and its reader thread.
-struct Conn {
-    stream: TcpStream,
-    inflight: Arc<Mutex<InFlight>>,
-    dead: Arc<AtomicBool>,
-    reader: JoinHandle<()>,
-}
-
-impl Conn {
-    /// Closes the connection and waits until the reader has completed
-    /// every pending operation, so later completions stay in post order.
-    fn close(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
-        let _ = self.reader.join();
-    }
-}
-
-fn lock(m: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The link thread's loop: runs until the endpoint drops its sender.
-pub(super) fn run(
+/// The connection to one peer and the operations in flight on it.
+#[derive(Debug)]
+pub(super) struct Link {
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
     options: TcpOptions,
-    requests: Receiver<Request>,
-) {
-    let mut conn: Option<Conn> = None;
-    let mut last_failure: Option<Instant> = None;
-    while let Ok(req) = requests.recv() {
-        if conn
-            .as_ref()
-            .is_some_and(|c| c.dead.load(Ordering::Acquire))
-        {
-            if let Some(c) = conn.take() {
-                c.close();
+    state: State,
+    /// Encoded requests not yet taken by the socket.
+    out: Vec<u8>,
+    sent: usize,
+    /// Response bytes received but not yet consumed.
+    inbuf: Vec<u8>,
+    pending: VecDeque<Pending>,
+    /// When the oldest pending operation last saw progress.
+    since: Instant,
+    backoff_until: Option<Instant>,
+}
+
+impl Link {
+    /// A link to `peer` at `addr`; it connects on first use.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        peer: NodeId,
+        addr: SocketAddr,
+        options: TcpOptions,
+    ) -> Self {
+        Link {
+            shared,
+            peer,
+            addr,
+            options,
+            state: State::Idle,
+            out: Vec::new(),
+            sent: 0,
+            inbuf: Vec::new(),
+            pending: VecDeque::new(),
+            since: clock(),
+            backoff_until: None,
+        }
+    }
+
+    /// Queues a write of `data` at `remote`; returns a completion at once
+    /// if the peer is known to be unreachable.
+    pub(super) fn post_write(&mut self, op: OpId, remote: u64, data: &[u8]) -> Option<Completion> {
+        let h = RequestHeader {
+            kind: wire::KIND_WRITE,
+            op: op.0,
+            remote,
+            len: data.len() as u64,
+        };
+        self.post(op, None, &h, data)
+    }
+
+    /// Queues a read of `len` bytes at `remote` into the local `local`.
+    pub(super) fn post_read(
+        &mut self,
+        op: OpId,
+        remote: u64,
+        local: u64,
+        len: u64,
+    ) -> Option<Completion> {
+        let h = RequestHeader {
+            kind: wire::KIND_READ,
+            op: op.0,
+            remote,
+            len,
+        };
+        self.post(op, Some((local, len)), &h, &[])
+    }
+
+    fn post(
+        &mut self,
+        op: OpId,
+        read: Option<(u64, u64)>,
+        header: &RequestHeader,
+        data: &[u8],
+    ) -> Option<Completion> {
+        if matches!(self.state, State::Idle) {
+            if self.backoff_until.is_some_and(|t| clock() < t) {
+                return Some(self.unreachable(op));
+            }
+            self.connect();
+        }
+        if self.pending.is_empty() {
+            self.since = clock();
+        }
+        self.pending.push_back(Pending { op, read });
+        self.out.extend_from_slice(&header.encode());
+        self.out.extend_from_slice(data);
+        if let State::Up(stream) = &mut self.state {
+            // A broken connection shows the same error again at the next
+            // poll, which fails the link.
+            let _ = flush(stream, &self.out, &mut self.sent);
+            if self.sent == self.out.len() {
+                self.out.clear();
+                self.sent = 0;
             }
         }
-        if conn.is_none() {
-            let backing_off = last_failure.is_some_and(|t| t.elapsed() < options.reconnect_backoff);
-            if !backing_off {
-                match connect(&shared, peer, addr, options) {
-                    Ok(c) => conn = Some(c),
-                    Err(_) => last_failure = Some(clock()),
+        None
+    }
+
+    fn unreachable(&self, op: OpId) -> Completion {
+        Completion {
+            op,
+            peer: self.peer,
+            result: Err(OpError::Unreachable),
+        }
+    }
+
+    fn connect(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let (shared, peer, addr, options) =
+            (self.shared.clone(), self.peer, self.addr, self.options);
+        let started = std::thread::Builder::new()
+            .name(format!("mu-tcp-connect-{}-{peer}", shared.id))
+            .spawn(move || {
+                let _ = tx.send(connect(&shared, peer, addr, options));
+            });
+        if started.is_err() {
+            // No thread: the channel is closed and the next poll fails the link.
+            drop(rx);
+            let (_, closed) = mpsc::channel();
+            self.state = State::Connecting {
+                result: closed,
+                since: clock(),
+            };
+            return;
+        }
+        self.state = State::Connecting {
+            result: rx,
+            since: clock(),
+        };
+    }
+
+    /// Makes progress and appends completed operations to `out`.
+    pub(super) fn poll(&mut self, out: &mut Vec<Completion>) {
+        if let State::Connecting { result, since } = &self.state {
+            match result.try_recv() {
+                Ok(Ok(stream)) => self.state = State::Up(stream),
+                Ok(Err(_)) | Err(TryRecvError::Disconnected) => return self.fail(out),
+                Err(TryRecvError::Empty) => {
+                    if since.elapsed() > self.options.connect_timeout * 2 {
+                        self.fail(out);
+                    }
+                    return;
                 }
             }
         }
-        let Some(c) = conn.as_mut() else {
-            shared.complete(Completion {
-                op: req.op(),
-                peer,
+        let State::Up(stream) = &mut self.state else {
+            return;
+        };
+        if self.pending.is_empty() && self.sent == self.out.len() {
+            return;
+        }
+        let mut broken = flush(stream, &self.out, &mut self.sent).is_err();
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        if !broken {
+            broken = receive(stream, &mut self.inbuf).is_err();
+        }
+        if !self.complete(out) {
+            broken = true;
+        }
+        let stalled = !self.pending.is_empty() && self.since.elapsed() > self.options.op_timeout;
+        if broken || stalled {
+            self.fail(out);
+        }
+    }
+
+    /// Completes every pending operation whose response is in `inbuf`;
+    /// `false` if the responses do not match the pending operations.
+    fn complete(&mut self, out: &mut Vec<Completion>) -> bool {
+        let mut at = 0;
+        while self.inbuf.len() - at >= RESPONSE_HEADER {
+            let Some(p) = self.pending.front() else {
+                break;
+            };
+            let h = &self.inbuf[at..at + RESPONSE_HEADER];
+            let result = match h[0] {
+                wire::STATUS_OK => Ok(()),
+                wire::STATUS_PERMISSION => Err(OpError::Permission),
+                _ => Err(OpError::OutOfBounds),
+            };
+            let op = u64::from_le_bytes(h[1..9].try_into().expect("8 bytes"));
+            let body = match (p.read, result) {
+                (Some((_, len)), Ok(())) => len as usize,
+                _ => 0,
+            };
+            if self.inbuf.len() - at < RESPONSE_HEADER + body {
+                break;
+            }
+            if op != p.op.0 {
+                // The peer answered out of order: the stream is corrupt.
+                return false;
+            }
+            if let (Some((local, len)), Ok(())) = (p.read, result) {
+                let data = &self.inbuf[at + RESPONSE_HEADER..at + RESPONSE_HEADER + len as usize];
+                Memory::write(&mut self.shared.lock().bytes, local, data);
+            }
+            out.push(Completion {
+                op: p.op,
+                peer: self.peer,
+                result,
+            });
+            self.pending.pop_front();
+            self.since = clock();
+            at += RESPONSE_HEADER + body;
+        }
+        self.inbuf.drain(..at);
+        true
+    }
+
+    /// Closes the connection and fails every pending operation, in order.
+    fn fail(&mut self, out: &mut Vec<Completion>) {
+        if let State::Up(stream) = &self.state {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.state = State::Idle;
+        self.out.clear();
+        self.sent = 0;
+        self.inbuf.clear();
+        for p in self.pending.drain(..) {
+            out.push(Completion {
+                op: p.op,
+                peer: self.peer,
                 result: Err(OpError::Unreachable),
             });
-            continue;
-        };
-        let queued = {
-            let mut f = lock(&c.inflight);
-            if f.queue.is_empty() {
-                f.since = Some(clock());
-            }
-            if !f.closed {
-                f.queue.push_back(Pending {
-                    op: req.op(),
-                    read: match req {
-                        Request::Read { local, len, .. } => Some((local, len)),
-                        Request::Write { .. } => None,
-                    },
-                });
-            }
-            !f.closed
-        };
-        if !queued {
-            // The connection died after the check above; everything before
-            // this operation has completed already.
-            if let Some(c) = conn.take() {
-                c.close();
-            }
-            last_failure = Some(clock());
-            shared.complete(Completion {
-                op: req.op(),
-                peer,
-                result: Err(OpError::Unreachable),
-            });
-            continue;
         }
-        if send(&mut c.stream, &req).is_err() {
-            // The reader completes this operation and the ones before it.
-            if let Some(c) = conn.take() {
-                c.close();
-            }
-            last_failure = Some(clock());
-        }
-    }
-    if let Some(c) = conn {
-        c.close();
+        self.backoff_until = Some(clock() + self.options.reconnect_backoff);
     }
 }
 
-fn send(stream: &mut TcpStream, req: &Request) -> io::Result<()> {
-    match req {
-        Request::Write { op, remote, data } => {
-            let h = RequestHeader {
-                kind: wire::KIND_WRITE,
-                op: op.0,
-                remote: *remote,
-                len: data.len() as u64,
-            };
-            stream.write_all(&h.encode())?;
-            stream.write_all(data)
-        }
-        Request::Read {
-            op, remote, len, ..
-        } => {
-            let h = RequestHeader {
-                kind: wire::KIND_READ,
-                op: op.0,
-                remote: *remote,
-                len: *len,
-            };
-            stream.write_all(&h.encode())
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let State::Up(stream) = &self.state {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
 
-fn connect(
-    shared: &Arc<Shared>,
-    peer: NodeId,
-    addr: SocketAddr,
-    options: TcpOptions,
-) -> io::Result<Conn> {
-    let mut stream = TcpStream::connect_timeout(&addr, options.connect_timeout)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(options.connect_timeout))?;
-    stream.set_write_timeout(Some(options.op_timeout))?;
-    if let Err(e) = wire::client_handshake(&mut stream, &shared.key, shared.id, peer) {
-        if e.kind() == io::ErrorKind::PermissionDenied {
-            shared.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        return Err(e);
-    }
-    // The reader wakes this often to check the operation timeout.
-    stream.set_read_timeout(Some(options.op_timeout / 8))?;
-    let inflight = Arc::new(Mutex::new(InFlight::default()));
-    let dead = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (shared, inflight, dead) = (shared.clone(), inflight.clone(), dead.clone());
-        let stream = stream.try_clone()?;
-        std::thread::Builder::new()
-            .name(format!("mu-tcp-reader-{}-{peer}", shared.id))
-            .spawn(move || read_responses(shared, peer, stream, inflight, dead, options))?
-    };
-    Ok(Conn {
-        stream,
-        inflight,
-        dead,
-        reader,
-    })
-}
-
-/// Why the reader stopped.
-enum Stop {
-    Io,
-    Timeout,
-}
-
-/// Fills `buf` completely; a read timeout with nothing pending is not an
-/// error, with something pending for longer than `limit` it is.
-fn fill(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    inflight: &Mutex<InFlight>,
-    limit: Duration,
-) -> Result<(), Stop> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Err(Stop::Io),
-            Ok(k) => filled += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                let f = lock(inflight);
-                if f.since.is_some_and(|t| t.elapsed() > limit) {
-                    return Err(Stop::Timeout);
-                }
-            }
+/// Writes what the socket takes; `Err` when the connection is broken.
+fn flush(stream: &mut TcpStream, out: &[u8], sent: &mut usize) -> io::Result<()> {
+    while *sent < out.len() {
+        match stream.write(&out[*sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => *sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(Stop::Io),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-fn read_responses(
-    shared: Arc<Shared>,
-    peer: NodeId,
-    mut stream: TcpStream,
-    inflight: Arc<Mutex<InFlight>>,
-    dead: Arc<AtomicBool>,
-    options: TcpOptions,
-) {
-    let mut data = Vec::new();
-    let _stopped: Stop = loop {
-        let mut h = [0u8; RESPONSE_HEADER];
-        if let Err(s) = fill(&mut stream, &mut h, &inflight, options.op_timeout) {
-            break s;
+/// Reads what has arrived; `Err` when the connection is broken or closed.
+fn receive(stream: &mut TcpStream, inbuf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(k) => inbuf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let op = OpId(u64::from_le_bytes(h[1..9].try_into().expect("8 bytes")));
-        let Some(p) = lock(&inflight).queue.pop_front() else {
-            break Stop::Io;
-        };
-        if p.op != op {
-            break Stop::Io;
-        }
-        let result = match h[0] {
-            wire::STATUS_OK => Ok(()),
-            wire::STATUS_PERMISSION => Err(OpError::Permission),
-            _ => Err(OpError::OutOfBounds),
-        };
-        if let (Some((local, len)), Ok(())) = (p.read, result) {
-            data.resize(len as usize, 0);
-            if let Err(s) = fill(&mut stream, &mut data, &inflight, options.op_timeout) {
-                shared.complete(Completion {
-                    op,
-                    peer,
-                    result: Err(OpError::Unreachable),
-                });
-                break s;
-            }
-            Memory::write(&mut shared.lock().bytes, local, &data);
-        }
-        {
-            let mut f = lock(&inflight);
-            f.since = (!f.queue.is_empty()).then(clock);
-        }
-        shared.complete(Completion { op, peer, result });
-    };
-    dead.store(true, Ordering::Release);
-    let _ = stream.shutdown(Shutdown::Both);
-    let mut f = lock(&inflight);
-    f.closed = true;
-    for p in f.queue.drain(..) {
-        shared.complete(Completion {
-            op: p.op,
-            peer,
-            result: Err(OpError::Unreachable),
-        });
     }
+}
+
+/// Connects and authenticates (blocking; runs on a helper thread).
+fn connect(
+    shared: &Shared,
+    peer: NodeId,
+    addr: SocketAddr,
+    options: TcpOptions,
+) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&addr, options.connect_timeout)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(options.connect_timeout))?;
+    stream.set_write_timeout(Some(options.connect_timeout))?;
+    if let Err(e) = wire::client_handshake(&mut stream, &shared.key, shared.id, peer) {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            shared
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return Err(e);
+    }
+    stream.set_nonblocking(true)?;
+    Ok(stream)
 }

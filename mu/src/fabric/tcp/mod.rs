@@ -11,9 +11,11 @@
 //! that was stopped in the middle of sending it.
 //!
 //! Posting never blocks: the bytes of a write are copied out of the region
-//! at post time and handed to the peer's link thread, which owns the only
-//! connection to that peer (so operations to it land and complete in post
-//! order). Connections are authenticated both ways with the cluster secret
+//! at post time into the outgoing buffer of the peer's link, which owns the
+//! only connection to that peer (so operations to it land and complete in
+//! post order) and writes what its non-blocking socket takes; `poll` sends
+//! the rest and completes operations from the responses, on the caller's
+//! thread. Connections are authenticated both ways with the cluster secret
 //! ([`wire`]); a peer that fails the handshake is closed and counted
 //! ([`TcpEndpoint::rejected`]). A failed connection fails its pending
 //! operations with [`OpError::Unreachable`](crate::error::OpError::Unreachable) and the next operation
@@ -35,10 +37,9 @@ use crate::error::FabricError;
 use crate::fabric::{Completion, Fabric, Memory, OpId};
 use crate::log::layout::Layout;
 use crate::types::{NodeId, MAX_NODES};
-use link::Request;
+use link::Link;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,7 +120,6 @@ struct Shared {
     layout: Layout,
     key: [u8; 32],
     region: Mutex<Region>,
-    completions: Mutex<Vec<Completion>>,
     streams: Mutex<Vec<TcpStream>>,
     rejected: AtomicU64,
     stop: AtomicBool,
@@ -132,13 +132,6 @@ impl Shared {
 
     fn lock_streams(&self) -> MutexGuard<'_, Vec<TcpStream>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn complete(&self, c: Completion) {
-        self.completions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
     }
 }
 
@@ -165,8 +158,11 @@ pub struct TcpEndpoint {
     shared: Arc<Shared>,
     region: TcpRegion,
     addr: SocketAddr,
-    links: Vec<Sender<Request>>,
-    threads: Vec<JoinHandle<()>>,
+    links: Vec<Link>,
+    /// Completions decided at post time (peer known unreachable).
+    done: Vec<Completion>,
+    scratch: Vec<u8>,
+    listener: Option<JoinHandle<()>>,
 }
 
 impl TcpEndpoint {
@@ -211,34 +207,21 @@ impl TcpEndpoint {
                 holder: None,
                 epochs: [0; MAX_NODES],
             }),
-            completions: Mutex::new(Vec::with_capacity(1024)),
             streams: Mutex::new(Vec::new()),
             rejected: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        let spawn_err = |e: std::io::Error| FabricError::Setup(format!("cannot start thread: {e}"));
-        let mut threads = Vec::new();
         let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("mu-tcp-listen-{}", config.id))
-                .spawn(move || responder::listen(s, listener))
-                .map_err(spawn_err)?,
-        );
-        let mut links = Vec::new();
-        for (i, &peer_addr) in config.peers.iter().enumerate() {
-            let (tx, rx) = mpsc::channel();
-            let s = shared.clone();
-            let peer = NodeId(i as u8);
-            let options = config.options;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("mu-tcp-link-{}-{i}", config.id))
-                    .spawn(move || link::run(s, peer, peer_addr, options, rx))
-                    .map_err(spawn_err)?,
-            );
-            links.push(tx);
-        }
+        let listener = std::thread::Builder::new()
+            .name(format!("mu-tcp-listen-{}", config.id))
+            .spawn(move || responder::listen(s, listener))
+            .map_err(|e| FabricError::Setup(format!("cannot start the listener thread: {e}")))?;
+        let links = config
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| Link::new(shared.clone(), NodeId(i as u8), a, config.options))
+            .collect();
         Ok(TcpEndpoint {
             region: TcpRegion {
                 shared: shared.clone(),
@@ -246,7 +229,9 @@ impl TcpEndpoint {
             shared,
             addr,
             links,
-            threads,
+            done: Vec::with_capacity(64),
+            scratch: Vec::new(),
+            listener: Some(listener),
         })
     }
 
@@ -278,15 +263,6 @@ impl TcpEndpoint {
         }
         Ok(())
     }
-
-    fn send(&self, peer: NodeId, req: Request) -> Result<(), FabricError> {
-        self.links[peer.idx()]
-            .send(req)
-            .map_err(|_| FabricError::Post {
-                peer,
-                reason: "the link thread has stopped".into(),
-            })
-    }
 }
 
 impl Fabric for TcpEndpoint {
@@ -309,9 +285,12 @@ impl Fabric for TcpEndpoint {
         len: u64,
     ) -> Result<(), FabricError> {
         self.check(peer, local, len)?;
-        let mut data = vec![0u8; len as usize];
-        self.region.read(local, &mut data);
-        self.send(peer, Request::Write { op, remote, data })
+        self.scratch.resize(len as usize, 0);
+        self.region.read(local, &mut self.scratch);
+        if let Some(c) = self.links[peer.idx()].post_write(op, remote, &self.scratch) {
+            self.done.push(c);
+        }
+        Ok(())
     }
 
     fn post_read(
@@ -323,26 +302,19 @@ impl Fabric for TcpEndpoint {
         len: u64,
     ) -> Result<(), FabricError> {
         self.check(peer, local, len)?;
-        self.send(
-            peer,
-            Request::Read {
-                op,
-                remote,
-                local,
-                len,
-            },
-        )
+        if let Some(c) = self.links[peer.idx()].post_read(op, remote, local, len) {
+            self.done.push(c);
+        }
+        Ok(())
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>) -> usize {
-        let mut done = self
-            .shared
-            .completions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let k = done.len();
-        out.append(&mut done);
-        k
+        let before = out.len();
+        out.append(&mut self.done);
+        for link in &mut self.links {
+            link.poll(out);
+        }
+        out.len() - before
     }
 
     fn grant(&mut self, peer: NodeId) -> Result<(), FabricError> {
@@ -360,14 +332,14 @@ impl Fabric for TcpEndpoint {
 impl Drop for TcpEndpoint {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        // Link threads end when their channel closes.
+        // Closes the outgoing connections.
         self.links.clear();
         // Wake the listener so it sees the stop flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         for s in self.shared.lock_streams().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.listener.take() {
             let _ = t.join();
         }
         // Connections accepted while stopping.
