@@ -118,6 +118,60 @@ fn raw_tcp_ping_pong() -> Result<(), String> {
     Ok(())
 }
 
+/// Round trips through the `shm` fabric between two threads: each waits
+/// (spinning on its own region) for the other's 8-byte write into its
+/// control area, then writes back: the cross-core floor under replication.
+fn shm_ping_pong(a: ShmEndpoint, b: ShmEndpoint) -> Result<(), String> {
+    use mu::fabric::Memory;
+    const SLOT: u64 = 2048;
+    fn wait_for<F: Fabric>(f: &mut F, value: u64) {
+        while f.memory().read_u64(SLOT) != value {
+            std::hint::spin_loop();
+        }
+    }
+    fn send<F: Fabric>(f: &mut F, value: u64, out: &mut Vec<Completion>) {
+        f.memory().write_u64(RING, value);
+        f.post_write(NodeId(1 - f.node().0), OpId(value), RING, SLOT, 8)
+            .expect("post");
+        out.clear();
+        f.poll(out);
+        assert!(out.iter().all(|c| c.result.is_ok()), "ping failed");
+    }
+    let total = (ITERATIONS + 1000) as u64;
+    let echo = std::thread::Builder::new()
+        .name("shm-echo".into())
+        .spawn(move || {
+            let mut b = b;
+            let mut out = Vec::new();
+            for i in 1..=total {
+                wait_for(&mut b, 2 * i - 1);
+                send(&mut b, 2 * i, &mut out);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let mut a = a;
+    let mut out = Vec::new();
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for i in 1..=total {
+        let start = now();
+        send(&mut a, 2 * i - 1, &mut out);
+        wait_for(&mut a, 2 * i);
+        if i > 1000 {
+            samples.push(start.elapsed());
+        }
+    }
+    echo.join()
+        .map_err(|_| "the echo thread panicked".to_string())?;
+    samples.sort();
+    println!(
+        "shm ping-pong 8 B between two threads: p50 {:?} p99 {:?} p99.9 {:?} ({ITERATIONS} round trips)",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&samples, 0.999),
+    );
+    Ok(())
+}
+
 /// Runs every measurement.
 pub fn run() -> Result<(), String> {
     raw_tcp_ping_pong()?;
@@ -162,7 +216,7 @@ pub fn run() -> Result<(), String> {
             measure("shm", &mut a, true, len);
         }
         measure("shm", &mut a, false, 64);
-        drop((a, b));
+        shm_ping_pong(a, b)?;
         for ring in [1u64 << 20, 64 << 20] {
             let (_a, mut b) = shm_pair(&dir, Layout::new(ring, 4096, 2))?;
             let mut samples = Vec::new();

@@ -19,7 +19,8 @@
 //! `latency` measures, in this process, the time from posting a write or
 //! read to polling its completion on the `tcp` (loopback) and `shm`
 //! (/dev/shm) fabrics for several sizes beside a raw loopback TCP
-//! ping-pong, and the duration of an `shm` grant for two ring sizes; it
+//! ping-pong, round trips through `shm` between two threads, and the
+//! duration of an `shm` grant for two ring sizes; it
 //! prints one line per figure.
 
 mod latency;
