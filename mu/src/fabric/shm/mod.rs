@@ -423,8 +423,10 @@ fn current_log(config: &ShmConfig, peer: NodeId, view: &mut PeerView) -> Result<
         view.log = None;
         // The owner may have moved on and unlinked this generation already:
         // read the generation again and follow.
+        let want = PAGE + (config.layout.log_end() - LOG) as usize;
         if let Ok(m) = Mapping::open(&config.log_path(peer, gen)) {
-            if m.word(W_MAGIC).load(Ordering::Acquire) == MAGIC_LOG {
+            // A log of another layout (a misconfigured peer) is unusable.
+            if m.len() >= want && m.word(W_MAGIC).load(Ordering::Acquire) == MAGIC_LOG {
                 view.log = Some((gen, m));
             }
         }

@@ -120,7 +120,9 @@ struct Shared {
     layout: Layout,
     key: [u8; 32],
     region: Mutex<Region>,
-    streams: Mutex<Vec<TcpStream>>,
+    /// Accepted connections by number, to close them when stopping.
+    streams: Mutex<Vec<(u64, TcpStream)>>,
+    next_stream: AtomicU64,
     rejected: AtomicU64,
     stop: AtomicBool,
 }
@@ -130,7 +132,7 @@ impl Shared {
         self.region.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_streams(&self) -> MutexGuard<'_, Vec<TcpStream>> {
+    fn lock_streams(&self) -> MutexGuard<'_, Vec<(u64, TcpStream)>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -208,6 +210,7 @@ impl TcpEndpoint {
                 epochs: [0; MAX_NODES],
             }),
             streams: Mutex::new(Vec::new()),
+            next_stream: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -336,14 +339,14 @@ impl Drop for TcpEndpoint {
         self.links.clear();
         // Wake the listener so it sees the stop flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        for s in self.shared.lock_streams().drain(..) {
+        for (_, s) in self.shared.lock_streams().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         if let Some(t) = self.listener.take() {
             let _ = t.join();
         }
         // Connections accepted while stopping.
-        for s in self.shared.lock_streams().drain(..) {
+        for (_, s) in self.shared.lock_streams().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }

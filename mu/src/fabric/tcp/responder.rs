@@ -55,15 +55,15 @@ fn serve(shared: Arc<Shared>, mut stream: TcpStream) {
         region.epochs[peer.idx()] += 1;
         region.epochs[peer.idx()]
     };
+    let number = shared.next_stream.fetch_add(1, Ordering::Relaxed);
     if let Ok(clone) = stream.try_clone() {
-        shared.lock_streams().push(clone);
+        shared.lock_streams().push((number, clone));
     }
-    if shared.stop.load(Ordering::Acquire) {
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+    if !shared.stop.load(Ordering::Acquire) {
+        let _ = respond(&shared, &mut stream, peer, epoch);
     }
-    let _ = respond(&shared, &mut stream, peer, epoch);
     let _ = stream.shutdown(Shutdown::Both);
+    shared.lock_streams().retain(|(n, _)| *n != number);
 }
 
 fn handshake(shared: &Shared, stream: &mut TcpStream) -> io::Result<NodeId> {
@@ -71,7 +71,7 @@ fn handshake(shared: &Shared, stream: &mut TcpStream) -> io::Result<NodeId> {
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let (client, server, client_nonce) = wire::read_hello(stream)?;
     let n = shared.layout.group_size;
-    if server != shared.id || client.idx() >= n || client == shared.id {
+    if server != shared.id || client.idx() >= n {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("hello from node {client} to node {server} does not fit this group"),
@@ -114,6 +114,7 @@ fn handshake(shared: &Shared, stream: &mut TcpStream) -> io::Result<NodeId> {
 fn respond(shared: &Shared, stream: &mut TcpStream, peer: NodeId, epoch: u64) -> io::Result<()> {
     let region_len = shared.layout.region_len();
     let mut data = Vec::new();
+    let mut response = Vec::new();
     let mut header = [0u8; REQUEST_HEADER];
     loop {
         stream.read_exact(&mut header)?;
@@ -149,9 +150,12 @@ fn respond(shared: &Shared, stream: &mut TcpStream, peer: NodeId, epoch: u64) ->
                 wire::STATUS_OK
             }
         };
-        stream.write_all(&wire::encode_response(status, h.op))?;
+        // One write per response: header, then the data of a read.
+        response.clear();
+        response.extend_from_slice(&wire::encode_response(status, h.op));
         if h.kind == wire::KIND_READ && status == wire::STATUS_OK {
-            stream.write_all(&data)?;
+            response.extend_from_slice(&data);
         }
+        stream.write_all(&response)?;
     }
 }
