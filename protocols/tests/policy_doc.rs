@@ -7,7 +7,8 @@ Generated from `mu_protocols::rewrite::policy::policy` by `tests/policy_doc.rs`.
 Every Redis 7.0 command and subcommand, its class, and what the sidecar does with it.\n\
 \"Served locally\" means the local backend answers and nothing is replicated;\n\
 \"refused\" means the client gets an error naming the command and the reason, and\n\
-nothing changes on any replica. EVAL/EVALSHA/FCALL are replicated as-is instead of\n\
+nothing changes on any replica. PFCOUNT is replicated although Redis flags it\n\
+readonly: it rewrites the key's cached cardinality. EVAL/EVALSHA/FCALL are replicated as-is instead of\n\
 refused when the operator declares scripts deterministic.\n\n";
 
 #[test]

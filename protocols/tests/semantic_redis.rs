@@ -236,6 +236,7 @@ fn corpus(dump: &Bytes) -> Vec<Vec<Bytes>> {
         "GEOADD geo 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
         "GEORADIUS geo 15 37 200 km STORE geostore",
         "PFADD hll a b c",
+        "PFCOUNT hll",
         "SETBIT bits 7 1",
         "BITOP OR bits2 bits bits",
         "COPY s1 s1copy",

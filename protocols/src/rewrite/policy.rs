@@ -95,6 +95,10 @@ pub fn policy(spec: &CommandSpec, trust_scripts: bool) -> Policy {
         "watch" | "unwatch" => return Session(
             "WATCH becomes a guard checked when the transaction is applied, on every replica alike",
         ),
+        // Flagged readonly, but it rewrites the HyperLogLog's cached
+        // cardinality (its key spec says RW): served locally, the raw bytes
+        // of the key would differ between replicas.
+        "pfcount" => return Replicate,
         "script|load" | "script|flush" | "function|load" | "function|delete" | "function|flush"
         | "function|restore" => return Replicate,
         _ => {}
