@@ -42,7 +42,9 @@
 //! Assumptions: replicas run the same redis-server version and
 //! configuration (`databases`, stream node sizes, `maxmemory-policy
 //! noeviction`) and the same CPU architecture (float arithmetic of
-//! `INCRBYFLOAT`/`ZINCRBY`); `XADD *` relies on the leader clock moving
+//! `INCRBYFLOAT`/`ZINCRBY`); memcached replicas have the same memory limit
+//! and are sized so that they never evict (an LRU eviction is local to one
+//! replica); `XADD *` relies on the leader clock moving
 //! forward (after a leader change to a node whose clock is behind, XADD
 //! with an auto ID can fail until the clock passes the stream's top ID,
 //! identically on every replica).
