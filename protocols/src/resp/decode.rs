@@ -210,6 +210,8 @@ struct Builder {
 /// Builds the frame from the headers the scan accepted (ranges point into
 /// `bytes`, the frame's own bytes).
 fn build(bytes: &Bytes, heads: &[Head], stack: &mut Vec<Builder>) -> Result<Frame, ProtocolError> {
+    // The scan already validated the structure; an error below would mean
+    // scan and build disagree, and is reported at the frame's start.
     let pos = 0;
     for &head in heads {
         let mut value = match head {
