@@ -198,3 +198,42 @@ fn cas_is_refused() {
     };
     assert_eq!(&wire[..], b"flush_all 1700000010\r\n");
 }
+
+/// The reply expectation matches what a live memcached sends: a quiet
+/// `ms` stays silent on success, so the `mn` after it answers first.
+#[test]
+fn reply_expectations_match_the_server() {
+    use mu_protocols::memcached::ReplyExpectation;
+    let srv = Server::start(Kind::Memcached);
+    let mut c = srv.connect();
+    let cases: &[(&[u8], ReplyExpectation)] = &[
+        (b"set k 0 0 1 noreply\r\na\r\n", ReplyExpectation::None),
+        (b"get k\r\n", ReplyExpectation::One),
+        (b"ms k 1 q\r\nb\r\n", ReplyExpectation::Quiet),
+        (b"incr n 1 noreply\r\n", ReplyExpectation::None),
+        (b"mg k v\r\n", ReplyExpectation::One),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(
+            decode(raw).reply_expectation(),
+            *want,
+            "{:?}",
+            String::from_utf8_lossy(raw)
+        );
+        c.send(raw);
+        c.send(b"mn\r\n");
+        let first = c.read_mc();
+        let is_mn = matches!(&first, McReply::Meta(m) if m.status == MetaStatus::Mn);
+        match want {
+            ReplyExpectation::One => {
+                assert!(!is_mn, "{raw:?} should answer before mn");
+                assert!(matches!(c.read_mc(), McReply::Meta(m) if m.status == MetaStatus::Mn));
+            }
+            _ => assert!(is_mn, "{raw:?} should stay silent, got {first:?}"),
+        }
+    }
+    assert_eq!(
+        decode(b"quit\r\n").reply_expectation(),
+        ReplyExpectation::None
+    );
+}

@@ -251,6 +251,16 @@ impl McRequest {
         }
     }
 
+    /// How many replies the server sends for this request.
+    pub fn reply_expectation(&self) -> ReplyExpectation {
+        match self {
+            McRequest::Quit => ReplyExpectation::None,
+            McRequest::Meta(m) if m.quiet() => ReplyExpectation::Quiet,
+            _ if self.noreply() => ReplyExpectation::None,
+            _ => ReplyExpectation::One,
+        }
+    }
+
     /// True when the client asked for no reply (`noreply`); meta commands
     /// use the `q` flag instead, which only hides some replies.
     pub fn noreply(&self) -> bool {
@@ -264,6 +274,20 @@ impl McRequest {
             _ => false,
         }
     }
+}
+
+/// How many replies the server sends for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyExpectation {
+    /// Exactly one reply (multi-line replies such as `VALUE ... END`
+    /// count as one, as [`McReplyDecoder`](super::McReplyDecoder) returns
+    /// them).
+    One,
+    /// None: `noreply`, or `quit` (the server closes the connection).
+    None,
+    /// A quiet meta command (`q` flag): the server omits the reply on the
+    /// common outcome. Pipeline an `mn` after it and read until `MN`.
+    Quiet,
 }
 
 /// One item of a `VALUE ... END` reply.
