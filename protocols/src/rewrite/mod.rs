@@ -17,6 +17,12 @@
 //! - [`Action::Refuse`]: answer with [`Refusal::to_frame`] (or
 //!   [`Refusal::to_memcached`]); nothing was changed anywhere.
 //!
+//! A memcached entry ([`Entry::Memcached`]) is one request in wire form:
+//! every replica sends it to its memcached as is; decode it with
+//! [`McRequestDecoder`](crate::memcached::McRequestDecoder) and use
+//! [`McRequest::reply_expectation`](crate::memcached::McRequest::reply_expectation)
+//! to know how many replies to read.
+//!
 //! # Policy
 //!
 //! Relative times become absolute using the leader's clock
