@@ -59,7 +59,9 @@ pub struct NodeArgs {
     #[arg(long, env = "MU_RING_MIB", default_value_t = 4)]
     pub ring_mib: u64,
     /// Heartbeat interval, µs (failure detection takes about 13 of them).
-    #[arg(long, env = "MU_HEARTBEAT_US", default_value_t = 100)]
+    /// The default suits a small shared machine, where a process can be
+    /// descheduled for milliseconds; dedicated hosts can go much lower.
+    #[arg(long, env = "MU_HEARTBEAT_US", default_value_t = 1_000)]
     pub heartbeat_us: u64,
     /// Directory of the pause fifos (`mu-fifo-<id>`).
     #[arg(long, env = "MU_FIFO_DIR", default_value = "/tmp")]
@@ -271,6 +273,25 @@ pub fn wait_group_applied(node: &Node, index: u64, limit: Duration) -> Result<()
         std::thread::sleep(step);
         waited += step;
     }
+}
+
+/// On a following replica: stays up after applying everything until
+/// replica 1 (the proposer) has gone, so it can see every follower finish.
+pub fn linger_until_proposer_leaves(node: &Node, limit: Duration) -> Result<(), String> {
+    let step = Duration::from_millis(2);
+    let mut waited = Duration::ZERO;
+    while waited < limit {
+        let gone = node
+            .replica
+            .status()
+            .is_some_and(|s| s.peers.iter().any(|p| p.id == mu::NodeId(0) && !p.alive));
+        if gone {
+            return Ok(());
+        }
+        std::thread::sleep(step);
+        waited += step;
+    }
+    Err(format!("replica 1 was still up after {limit:?}"))
 }
 
 /// Runs the whole group as children of this process: each child gets

@@ -5,12 +5,19 @@
 
 use std::process::{Command, Stdio};
 
+/// Runs a tool with its own fifo directory, so concurrent groups of the
+/// tests never share a replica's pause fifo.
 fn run(bin: &str, args: &[&str]) -> (bool, String, String) {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fifos = std::env::temp_dir().join(format!("mu-fifos-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&fifos).unwrap();
     let out = Command::new(bin)
         .args(args)
-        .env("MU_FIFO_DIR", std::env::temp_dir())
+        .env("MU_FIFO_DIR", &fifos)
         .output()
         .expect("tool runs");
+    let _ = std::fs::remove_dir_all(&fifos);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,8 +10,8 @@
 
 use clap::Parser;
 use mu_examples::{
-    launch, propose, random_payload, start_node, wait_applied, wait_group_applied,
-    wait_until_leader, NodeArgs,
+    launch, linger_until_proposer_leaves, propose, random_payload, start_node, wait_applied,
+    wait_group_applied, wait_until_leader, NodeArgs,
 };
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,7 +57,8 @@ fn run(cli: &Cli) -> Result<(), String> {
     let node = start_node(&cli.node, cli.id, cli.payload_size.max(1))?;
     let limit = Duration::from_secs(60);
     if cli.id != 1 {
-        return wait_applied(&node, cli.count + 1, limit);
+        wait_applied(&node, cli.count + 1, limit)?;
+        return linger_until_proposer_leaves(&node, limit);
     }
     if !wait_until_leader(&node.replica, limit) {
         return Err("replica 1 did not become leader".into());

@@ -210,6 +210,8 @@ pub struct Core {
     restore: Option<Restore>,
     /// Paused by the operator: no heartbeat, no leadership.
     paused: bool,
+    /// When this replica last granted its log to another one.
+    granted_at: Option<u64>,
     request_seq: u64,
     entry_seq: u64,
     last_progress_at: u64,
@@ -252,6 +254,7 @@ impl Core {
             ring_start: 0,
             restore: (cfg.start == StartMode::Rejoin).then(Restore::default),
             paused: false,
+            granted_at: None,
             request_seq: now,
             entry_seq: 0,
             last_progress_at: now,
@@ -558,7 +561,15 @@ impl Core {
                     * u64::from(
                         self.cfg.detector.recover_threshold / self.cfg.detector.score_up + 2,
                     );
-                if view == me && self.now >= self.started_at + grace {
+                // After granting its log, a replica gives the grantee a
+                // permission timeout to prepare and start heartbeating
+                // before standing itself: two replicas that wrongly think
+                // each other dead (a process descheduled on a busy host)
+                // would otherwise take the logs back and forth forever.
+                let yielded = self
+                    .granted_at
+                    .is_some_and(|t| self.now < t + self.cfg.permission_timeout_ns);
+                if view == me && self.now >= self.started_at + grace && !yielded {
                     self.become_candidate(mem);
                 }
             }

@@ -41,6 +41,7 @@ impl Core {
             self.permission_switches += 1;
         }
         self.holder = Some(c);
+        self.granted_at = Some(self.now);
         self.frozen = Some(r);
         self.applier.reset();
         self.write_status(mem);
