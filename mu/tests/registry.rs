@@ -33,10 +33,12 @@ fn memcached() -> Memcached {
         .stderr(Stdio::null())
         .spawn()
         .expect("memcached not found: install it with `apt-get install memcached` (scripts/install-deps.sh does)");
+    // From here on the guard kills and reaps it, even if the wait fails.
+    let m = Memcached { child, port };
     // Wait until it accepts connections (bounded).
     for _ in 0..500 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Memcached { child, port };
+            return m;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
