@@ -53,9 +53,9 @@ pub struct NodeArgs {
     /// Name of the group (shm file prefix, registry key prefix).
     #[arg(long, env = "MU_GROUP", default_value = "mu")]
     pub group: String,
-    /// Ring size per replica, MiB. The shm fabric copies the log area on
-    /// every grant (that is how it fences a paused writer), so a small ring
-    /// keeps leader changes fast there.
+    /// Ring size per replica, MiB. The shm fabric copies the log area when
+    /// a grant finds a writer stalled in the middle of a write (that is how
+    /// it fences it), so a small ring keeps such leader changes fast.
     #[arg(long, env = "MU_RING_MIB", default_value_t = 4)]
     pub ring_mib: u64,
     /// Heartbeat interval, µs (failure detection takes about 13 of them).
