@@ -383,6 +383,49 @@ fn remove_group_files(dir: &std::path::Path, group: &str) {
     }
 }
 
+/// Proposes `count` payloads of `size` random bytes from `outstanding`
+/// threads at once (at least one); returns the wall time of the run and,
+/// when `record` is set, every proposal's latency in nanoseconds.
+pub fn run_proposers(
+    replica: &Arc<Replica>,
+    count: u64,
+    outstanding: u32,
+    size: u32,
+    record: bool,
+) -> Result<(Duration, Vec<u64>), String> {
+    #[allow(clippy::disallowed_methods, reason = "the tools measure wall time")]
+    let now = std::time::Instant::now;
+    let threads = u64::from(outstanding.max(1));
+    let started = now();
+    let handles = (0..threads)
+        .map(|t| {
+            let replica = replica.clone();
+            let share = count / threads + u64::from(t < count % threads);
+            std::thread::Builder::new().spawn(move || -> Result<Vec<u64>, String> {
+                let payload = random_payload(size);
+                let mut latencies = Vec::with_capacity(if record { share as usize } else { 0 });
+                for _ in 0..share {
+                    let t0 = now();
+                    propose(&replica, payload.clone()).map_err(|e| e.to_string())?;
+                    if record {
+                        latencies.push(t0.elapsed().as_nanos() as u64);
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot start a proposer thread: {e}"))?;
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(
+            h.join()
+                .map_err(|_| "a proposer thread panicked".to_string())??,
+        );
+    }
+    Ok((started.elapsed(), all))
+}
+
 /// A payload of `len` random bytes.
 pub fn random_payload(len: u32) -> Vec<u8> {
     (0..len).map(|_| rand::random::<u8>()).collect()

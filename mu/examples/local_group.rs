@@ -9,9 +9,9 @@
 //! ```
 
 use mu::core::RoleKind;
-use mu::driver::replica::{Committed, DriverOptions, Replica};
+use mu::driver::replica::{propose_to_group, Committed, DriverOptions, Replica};
 use mu::fabric::local::LocalNetwork;
-use mu::{Config, NodeId, ProposeError};
+use mu::{Config, NodeId};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -110,22 +110,7 @@ fn wait_for_leader(replicas: &[Option<Replica>]) -> NodeId {
 }
 
 fn propose(replicas: &[Option<Replica>], payload: Vec<u8>) {
-    let mut target = 0;
-    let started = now();
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Some(r) = &replicas[target] {
-            match r.propose(payload.clone(), Duration::from_secs(1)) {
-                Ok(_) => return,
-                Err(ProposeError::NotLeader { leader: Some(l) }) => {
-                    target = l.idx();
-                    continue;
-                }
-                Err(_) => {}
-            }
-        }
-        target = (target + 1) % replicas.len();
-    }
-    panic!("no replica committed the proposal");
+    propose_to_group(replicas, &payload, Duration::from_secs(10)).expect("the group commits");
 }
 
 fn drain(rx: &Receiver<Committed>, at_least: usize) -> Vec<Committed> {

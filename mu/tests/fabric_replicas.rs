@@ -4,15 +4,15 @@
 //! others see it die) a new leader takes over and nothing acknowledged is
 //! lost.
 
-use mu::driver::replica::{Committed, DriverOptions, Replica};
+use mu::driver::replica::{propose_to_group, Committed, DriverOptions, Replica};
 use mu::fabric::shm::{ShmConfig, ShmEndpoint, DEFAULT_LEASE_TIMEOUT};
 use mu::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
 use mu::fabric::Fabric;
 use mu::log::layout::Layout;
-use mu::{Config, NodeId, ProposeError};
+use mu::{Config, NodeId};
 use std::net::TcpListener;
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -37,30 +37,9 @@ fn layout(c: &Config) -> Layout {
     Layout::new(c.ring_capacity, c.max_payload, usize::from(c.group_size))
 }
 
-/// Proposes on whichever replica leads, following NotLeader hints.
+/// Proposes on whichever replica leads.
 fn propose(replicas: &[Option<Replica>], payload: &[u8]) -> u64 {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a real-time test bounds its wait"
-    )]
-    let started = Instant::now();
-    let mut target = 0usize;
-    while started.elapsed() < DEADLINE {
-        let Some(r) = &replicas[target] else {
-            target = (target + 1) % replicas.len();
-            continue;
-        };
-        match r.propose(payload.to_vec(), Duration::from_secs(2)) {
-            Ok(index) => return index,
-            Err(ProposeError::NotLeader { leader: Some(l) }) => target = l.idx(),
-            Err(e) if e.is_retryable() || e == ProposeError::Unknown => {
-                target = (target + 1) % replicas.len();
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("propose failed: {e}"),
-        }
-    }
-    panic!("no replica accepted the proposal within {DEADLINE:?}");
+    propose_to_group(replicas, payload, DEADLINE).expect("the group commits the proposal")
 }
 
 fn collect(rx: &Receiver<Committed>, count: usize) -> Vec<Committed> {

@@ -3,11 +3,11 @@
 //! `Replica` API commit and arrive in the same order on every replica; when
 //! the leader dies another takes over and nothing acknowledged is lost.
 
-use mu::driver::replica::{Committed, DriverOptions, Replica};
+use mu::driver::replica::{propose_to_group, Committed, DriverOptions, Replica};
 use mu::fabric::local::LocalNetwork;
-use mu::{Config, NodeId, ProposeError};
+use mu::{Config, NodeId};
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -26,30 +26,9 @@ fn configs() -> Vec<Config> {
         .collect()
 }
 
-/// Proposes on whichever replica leads, following NotLeader hints.
+/// Proposes on whichever replica leads.
 fn propose(replicas: &[Option<Replica>], payload: &[u8]) -> u64 {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a real-time test bounds its wait"
-    )]
-    let started = Instant::now();
-    let mut target = 0usize;
-    while started.elapsed() < DEADLINE {
-        let Some(r) = &replicas[target] else {
-            target = (target + 1) % replicas.len();
-            continue;
-        };
-        match r.propose(payload.to_vec(), Duration::from_secs(2)) {
-            Ok(index) => return index,
-            Err(ProposeError::NotLeader { leader: Some(l) }) => target = l.idx(),
-            Err(e) if e.is_retryable() || e == ProposeError::Unknown => {
-                target = (target + 1) % replicas.len();
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("propose failed: {e}"),
-        }
-    }
-    panic!("no replica accepted the proposal within {DEADLINE:?}");
+    propose_to_group(replicas, payload, DEADLINE).expect("the group commits the proposal")
 }
 
 fn collect(rx: &Receiver<Committed>, count: usize) -> Vec<Committed> {

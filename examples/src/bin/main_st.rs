@@ -10,11 +10,11 @@
 
 use clap::Parser;
 use mu_examples::{
-    launch, linger_until_proposer_leaves, propose, random_payload, start_node, wait_applied,
-    wait_group_applied, wait_until_leader, NodeArgs,
+    launch, linger_until_proposer_leaves, propose, random_payload, run_proposers, start_node,
+    wait_applied, wait_group_applied, wait_until_leader, NodeArgs,
 };
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Replicates a fixed number of random payloads and reports the time taken.
 #[derive(Parser, Debug)]
@@ -65,29 +65,14 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     // Warm-up, as the original: one proposal before the clock starts.
     propose(&node.replica, random_payload(cli.payload_size)).map_err(|e| e.to_string())?;
-    let threads = cli.outstanding.max(1) as u64;
-    #[allow(clippy::disallowed_methods, reason = "the tool reports wall time")]
-    let started = Instant::now();
-    let handles: Vec<std::thread::JoinHandle<Result<(), String>>> = (0..threads)
-        .map(|t| {
-            let replica = node.replica.clone();
-            let share = cli.count / threads + u64::from(t < cli.count % threads);
-            let size = cli.payload_size;
-            std::thread::Builder::new().spawn(move || -> Result<(), String> {
-                let payload = random_payload(size);
-                for _ in 0..share {
-                    propose(&replica, payload.clone()).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            })
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot start a proposer thread: {e}"))?;
-    for h in handles {
-        h.join()
-            .map_err(|_| "a proposer thread panicked".to_string())??;
-    }
-    let ns = started.elapsed().as_nanos();
+    let (elapsed, _) = run_proposers(
+        &node.replica,
+        cli.count,
+        cli.outstanding,
+        cli.payload_size,
+        false,
+    )?;
+    let ns = elapsed.as_nanos();
     println!(
         "Replicated {} commands of size {} bytes in {} ns",
         cli.count, cli.payload_size, ns

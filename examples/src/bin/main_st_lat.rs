@@ -6,13 +6,12 @@
 
 use clap::Parser;
 use mu_examples::{
-    launch, linger_until_proposer_leaves, propose, random_payload, start_node, wait_applied,
-    wait_group_applied, wait_until_leader, NodeArgs,
+    launch, linger_until_proposer_leaves, propose, random_payload, run_proposers, start_node,
+    wait_applied, wait_group_applied, wait_until_leader, NodeArgs,
 };
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Replicates random payloads and records each one's latency.
 #[derive(Parser, Debug)]
@@ -56,11 +55,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn now() -> Instant {
-    #[allow(clippy::disallowed_methods, reason = "the tool measures latency")]
-    Instant::now()
-}
-
 fn run(cli: &Cli) -> Result<(), String> {
     let node = start_node(&cli.node, cli.id, cli.payload_size.max(1))?;
     let limit = Duration::from_secs(60);
@@ -72,33 +66,14 @@ fn run(cli: &Cli) -> Result<(), String> {
         return Err("replica 1 did not become leader".into());
     }
     propose(&node.replica, random_payload(cli.payload_size)).map_err(|e| e.to_string())?;
-    let threads = cli.outstanding.max(1) as u64;
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(cli.count as usize)));
-    let handles = (0..threads)
-        .map(|t| {
-            let replica = node.replica.clone();
-            let samples = samples.clone();
-            let share = cli.count / threads + u64::from(t < cli.count % threads);
-            let size = cli.payload_size;
-            std::thread::Builder::new().spawn(move || -> Result<(), String> {
-                let payload = random_payload(size);
-                let mut mine = Vec::with_capacity(share as usize);
-                for _ in 0..share {
-                    let t0 = now();
-                    propose(&replica, payload.clone()).map_err(|e| e.to_string())?;
-                    mine.push(t0.elapsed().as_nanos() as u64);
-                }
-                samples.lock().expect("samples").extend(mine);
-                Ok(())
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot start a proposer thread: {e}"))?;
-    for h in handles {
-        h.join()
-            .map_err(|_| "a proposer thread panicked".to_string())??;
-    }
-    let mut samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    let threads = cli.outstanding.max(1);
+    let (_, mut samples) = run_proposers(
+        &node.replica,
+        cli.count,
+        cli.outstanding,
+        cli.payload_size,
+        true,
+    )?;
     let path = cli.dump_dir.join(format!(
         "dump-st-{}-{}.txt",
         cli.payload_size, cli.outstanding

@@ -149,6 +149,45 @@ impl Replica {
     }
 }
 
+/// Proposes `payload` on whichever replica of an in-process group leads,
+/// following `NotLeader` hints and retrying through leader changes, until
+/// it commits (its index) or `deadline` passes. `None` entries are replicas
+/// that are not running. For tests, examples and single-process groups.
+pub fn propose_to_group(
+    replicas: &[Option<Replica>],
+    payload: &[u8],
+    deadline: Duration,
+) -> Result<u64, ProposeError> {
+    let step = Duration::from_secs(1).min(deadline);
+    let mut spent = Duration::ZERO;
+    let mut target = 0usize;
+    let mut last = ProposeError::NotLeader { leader: None };
+    while spent < deadline && !replicas.is_empty() {
+        let Some(r) = &replicas[target % replicas.len()] else {
+            target += 1;
+            continue;
+        };
+        match r.propose(payload.to_vec(), step) {
+            Ok(index) => return Ok(index),
+            Err(ProposeError::NotLeader { leader: Some(l) }) if l.idx() != target => {
+                target = l.idx();
+            }
+            Err(e) if e.is_retryable() || e == ProposeError::Unknown => {
+                // Unknown: the deadline of one attempt passed; the value may
+                // still commit, so a caller that must not duplicate it should
+                // use `Replica::propose` and decide itself.
+                last = e;
+                target += 1;
+                spent += Duration::from_millis(1);
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e),
+        }
+        spent += Duration::from_micros(50);
+    }
+    Err(last)
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         self.halt();
