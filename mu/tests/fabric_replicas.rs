@@ -1,5 +1,5 @@
-//! Three replicas on busy-polling threads over the real backends (`tcp`
-//! on loopback, `shm` in /dev/shm): proposals commit and arrive in the same
+//! Three replicas on busy-polling threads over each backend (`tcp` on
+//! loopback, `shm` in /dev/shm, and the in-process fabric): proposals commit and arrive in the same
 //! order everywhere; when the leader stops (its endpoint closes, so the
 //! others see it die) a new leader takes over and nothing acknowledged is
 //! lost.
@@ -151,5 +151,15 @@ fn three_replicas_over_shm_agree_and_survive_a_leader_failure() {
             .expect("shm endpoint")
         })
         .collect();
+    agree_and_survive_leader_failure(cfgs, fabrics);
+}
+
+#[test]
+fn three_replicas_in_one_process_agree_and_survive_a_leader_failure() {
+    // The in-process fabric: the stopped leader's region stays, but it
+    // stops heartbeating, so the others elect a new leader.
+    let cfgs = configs();
+    let net = mu::fabric::local::LocalNetwork::new(&cfgs);
+    let fabrics = (0..3).map(|i| net.endpoint(NodeId(i))).collect();
     agree_and_survive_leader_failure(cfgs, fabrics);
 }
