@@ -426,6 +426,59 @@ pub fn run_proposers(
     Ok((started.elapsed(), all))
 }
 
+/// What replica 1 measured in a standalone run.
+#[derive(Debug)]
+pub struct Measured {
+    /// The replica, still running until [`Measured::finish`].
+    pub node: Node,
+    /// Wall time of the timed proposals.
+    pub elapsed: Duration,
+    /// Each proposal's latency in ns, when recorded.
+    pub latencies: Vec<u64>,
+}
+
+impl Measured {
+    /// Waits until every replica applied the `count` proposals and the
+    /// warm-up, so the group can exit together.
+    pub fn finish(self, count: u64) -> Result<(), String> {
+        let limit = Duration::from_secs(60);
+        wait_applied(&self.node, count + 1, limit)?;
+        wait_group_applied(&self.node, count + 1, limit)
+    }
+}
+
+/// The standalone run of the artifact's tools: replica `id` starts; a
+/// follower applies `count + 1` entries and stays until replica 1 leaves
+/// (`Ok(None)`); replica 1 waits to lead, proposes one warm-up entry, then
+/// `count` timed ones from `outstanding` threads.
+pub fn run_standalone(
+    args: &NodeArgs,
+    id: u8,
+    count: u64,
+    outstanding: u32,
+    size: u32,
+    record: bool,
+) -> Result<Option<Measured>, String> {
+    let node = start_node(args, id, size.max(1))?;
+    let limit = Duration::from_secs(60);
+    if id != 1 {
+        wait_applied(&node, count + 1, limit)?;
+        linger_until_proposer_leaves(&node, limit)?;
+        return Ok(None);
+    }
+    if !wait_until_leader(&node.replica, limit) {
+        return Err("replica 1 did not become leader".into());
+    }
+    // Warm-up, as the original: one proposal before the clock starts.
+    propose(&node.replica, random_payload(size)).map_err(|e| e.to_string())?;
+    let (elapsed, latencies) = run_proposers(&node.replica, count, outstanding, size, record)?;
+    Ok(Some(Measured {
+        node,
+        elapsed,
+        latencies,
+    }))
+}
+
 /// A payload of `len` random bytes.
 pub fn random_payload(len: u32) -> Vec<u8> {
     (0..len).map(|_| rand::random::<u8>()).collect()

@@ -9,12 +9,8 @@
 //! ```
 
 use clap::Parser;
-use mu_examples::{
-    launch, linger_until_proposer_leaves, propose, random_payload, run_proposers, start_node,
-    wait_applied, wait_group_applied, wait_until_leader, NodeArgs,
-};
+use mu_examples::{launch, run_standalone, NodeArgs};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Replicates a fixed number of random payloads and reports the time taken.
 #[derive(Parser, Debug)]
@@ -54,29 +50,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    let node = start_node(&cli.node, cli.id, cli.payload_size.max(1))?;
-    let limit = Duration::from_secs(60);
-    if cli.id != 1 {
-        wait_applied(&node, cli.count + 1, limit)?;
-        return linger_until_proposer_leaves(&node, limit);
-    }
-    if !wait_until_leader(&node.replica, limit) {
-        return Err("replica 1 did not become leader".into());
-    }
-    // Warm-up, as the original: one proposal before the clock starts.
-    propose(&node.replica, random_payload(cli.payload_size)).map_err(|e| e.to_string())?;
-    let (elapsed, _) = run_proposers(
-        &node.replica,
+    let Some(m) = run_standalone(
+        &cli.node,
+        cli.id,
         cli.count,
         cli.outstanding,
         cli.payload_size,
         false,
-    )?;
-    let ns = elapsed.as_nanos();
+    )?
+    else {
+        return Ok(());
+    };
     println!(
         "Replicated {} commands of size {} bytes in {} ns",
-        cli.count, cli.payload_size, ns
+        cli.count,
+        cli.payload_size,
+        m.elapsed.as_nanos()
     );
-    wait_applied(&node, cli.count + 1, limit)?;
-    wait_group_applied(&node, cli.count + 1, limit)
+    m.finish(cli.count)
 }

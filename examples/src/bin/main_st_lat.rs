@@ -5,13 +5,9 @@
 //! percentiles.
 
 use clap::Parser;
-use mu_examples::{
-    launch, linger_until_proposer_leaves, propose, random_payload, run_proposers, start_node,
-    wait_applied, wait_group_applied, wait_until_leader, NodeArgs,
-};
+use mu_examples::{launch, run_standalone, NodeArgs};
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Replicates random payloads and records each one's latency.
 #[derive(Parser, Debug)]
@@ -56,24 +52,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    let node = start_node(&cli.node, cli.id, cli.payload_size.max(1))?;
-    let limit = Duration::from_secs(60);
-    if cli.id != 1 {
-        wait_applied(&node, cli.count + 1, limit)?;
-        return linger_until_proposer_leaves(&node, limit);
-    }
-    if !wait_until_leader(&node.replica, limit) {
-        return Err("replica 1 did not become leader".into());
-    }
-    propose(&node.replica, random_payload(cli.payload_size)).map_err(|e| e.to_string())?;
-    let threads = cli.outstanding.max(1);
-    let (_, mut samples) = run_proposers(
-        &node.replica,
+    let Some(mut m) = run_standalone(
+        &cli.node,
+        cli.id,
         cli.count,
         cli.outstanding,
         cli.payload_size,
         true,
-    )?;
+    )?
+    else {
+        return Ok(());
+    };
+    let threads = cli.outstanding.max(1);
+    let samples = &mut m.latencies;
     let path = cli.dump_dir.join(format!(
         "dump-st-{}-{}.txt",
         cli.payload_size, cli.outstanding
@@ -81,7 +72,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?,
     );
-    for s in &samples {
+    for s in samples.iter() {
         writeln!(f, "{s}").map_err(|e| e.to_string())?;
     }
     f.flush().map_err(|e| e.to_string())?;
@@ -98,6 +89,5 @@ fn run(cli: &Cli) -> Result<(), String> {
         pct(0.999),
         path.display()
     );
-    wait_applied(&node, cli.count + 1, limit)?;
-    wait_group_applied(&node, cli.count + 1, limit)
+    m.finish(cli.count)
 }
