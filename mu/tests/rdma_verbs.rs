@@ -8,8 +8,8 @@
 #![cfg(feature = "rdma")]
 
 use mu::fabric::rdma::verbs::{
-    devices, Access, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpState, QueuePair,
-    Region, WorkCompletion,
+    devices, Access, CompletionQueue, Context, MemoryRegion, Op, ProtectionDomain, QpState,
+    QueuePair, Region, WorkCompletion,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ fn write_read_and_the_permission_switch_on_real_verbs() {
     // WRITE: 64 bytes from a's offset 0 to b's offset 4096.
     let pattern: Vec<u8> = (0..64u8).map(|i| i ^ 0x5a).collect();
     a.region.write(0, &pattern);
-    a.qp.post_write(1, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
+    a.qp.post(Op::Write, 1, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
         .unwrap();
     let wc = wait(&a.cq);
     assert_eq!(
@@ -111,8 +111,17 @@ fn write_read_and_the_permission_switch_on_real_verbs() {
     // READ: 4 KiB from b's offset 8192 into a's offset 16384.
     let page: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     b.region.write(8192, &page);
-    a.qp.post_read(2, 0, 16384, 4096, b.mr.addr(8192), b.mr.rkey(), true)
-        .unwrap();
+    a.qp.post(
+        Op::Read,
+        2,
+        0,
+        16384,
+        4096,
+        b.mr.addr(8192),
+        b.mr.rkey(),
+        true,
+    )
+    .unwrap();
     assert_eq!(wait(&a.cq).error, None);
     let mut got = vec![0u8; 4096];
     a.region.read(16384, &mut got);
@@ -129,7 +138,7 @@ fn write_read_and_the_permission_switch_on_real_verbs() {
 
     // A write after the revocation fails and changes nothing.
     a.region.write(0, &[0xEE; 64]);
-    a.qp.post_write(3, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
+    a.qp.post(Op::Write, 3, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
         .unwrap();
     let wc = wait(&a.cq);
     assert!(wc.error.is_some(), "a revoked write succeeded: {wc:?}");
@@ -145,7 +154,7 @@ fn write_read_and_the_permission_switch_on_real_verbs() {
     a.qp.reset().unwrap();
     b.qp.reset().unwrap();
     connect(&mut a, &mut b, Access::READ_WRITE);
-    a.qp.post_write(4, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
+    a.qp.post(Op::Write, 4, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
         .unwrap();
     assert_eq!(wait(&a.cq).error, None);
     b.region.read(4096, &mut got[..64]);
@@ -156,8 +165,17 @@ fn write_read_and_the_permission_switch_on_real_verbs() {
     for i in 0..200u64 {
         #[allow(clippy::disallowed_methods, reason = "measures write latency")]
         let t = Instant::now();
-        a.qp.post_write(10 + i, 0, 0, 64, b.mr.addr(4096), b.mr.rkey(), true)
-            .unwrap();
+        a.qp.post(
+            Op::Write,
+            10 + i,
+            0,
+            0,
+            64,
+            b.mr.addr(4096),
+            b.mr.rkey(),
+            true,
+        )
+        .unwrap();
         assert_eq!(wait(&a.cq).error, None);
         samples.push(t.elapsed());
     }

@@ -9,7 +9,7 @@
 //! neither can be deregistered or destroyed while the queue pair exists;
 //! destroying the queue pair (on drop) flushes its outstanding work first.
 //! Posting checks every local range against its registered region, so
-//! [`QueuePair::post_write`] and [`QueuePair::post_read`] are safe to call.
+//! [`QueuePair::post`] is safe to call.
 //!
 //! ## Thread safety
 //! libibverbs objects may be used from several threads; the wrappers are
@@ -553,6 +553,15 @@ impl Endpoint {
     }
 }
 
+/// A one-sided operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// RDMA WRITE: local bytes into the peer's memory.
+    Write,
+    /// RDMA READ: the peer's bytes into local memory.
+    Read,
+}
+
 /// State of a queue pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QpState {
@@ -786,10 +795,15 @@ impl QueuePair {
         Ok((state, Access(acc)))
     }
 
+    /// Posts a one-sided operation on `len` bytes at region offset `local`
+    /// of registration `mr` and the peer's `remote_addr` under `rkey`:
+    /// [`Op::Write`] sends the local bytes (small writes go inline; the
+    /// local bytes may be read until the completion arrives), [`Op::Read`]
+    /// fetches the remote ones into the local range.
     #[allow(clippy::too_many_arguments)]
-    fn post(
+    pub fn post(
         &self,
-        opcode: u32,
+        op: Op,
         wr_id: u64,
         mr: usize,
         local: u64,
@@ -798,13 +812,17 @@ impl QueuePair {
         rkey: u32,
         signaled: bool,
     ) -> Result<(), VerbsError> {
+        let opcode = match op {
+            Op::Write => ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE,
+            Op::Read => ffi::ibv_wr_opcode::IBV_WR_RDMA_READ,
+        };
         let mut sge = self.mrs[mr].local(local, len)?;
         let mut flags = if signaled {
             ffi::ibv_send_flags::IBV_SEND_SIGNALED.0
         } else {
             0
         };
-        if opcode == ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE && len <= u64::from(self.max_inline) {
+        if op == Op::Write && len <= u64::from(self.max_inline) {
             flags |= ffi::ibv_send_flags::IBV_SEND_INLINE.0;
         }
         let mut wr = ffi::ibv_send_wr {
@@ -830,57 +848,6 @@ impl QueuePair {
             post(self.raw, &mut wr, &mut bad)
         };
         call("ibv_post_send", rc)
-    }
-
-    /// Posts an RDMA WRITE of `len` bytes from registration `mr` at region
-    /// offset `local` to the peer's `remote_addr` under `rkey`. Small writes
-    /// go inline. The local bytes may be read until the completion arrives.
-    #[allow(clippy::too_many_arguments)]
-    pub fn post_write(
-        &self,
-        wr_id: u64,
-        mr: usize,
-        local: u64,
-        len: u64,
-        remote_addr: u64,
-        rkey: u32,
-        signaled: bool,
-    ) -> Result<(), VerbsError> {
-        self.post(
-            ffi::ibv_wr_opcode::IBV_WR_RDMA_WRITE,
-            wr_id,
-            mr,
-            local,
-            len,
-            remote_addr,
-            rkey,
-            signaled,
-        )
-    }
-
-    /// Posts an RDMA READ of `len` bytes from the peer's `remote_addr` into
-    /// registration `mr` at region offset `local`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn post_read(
-        &self,
-        wr_id: u64,
-        mr: usize,
-        local: u64,
-        len: u64,
-        remote_addr: u64,
-        rkey: u32,
-        signaled: bool,
-    ) -> Result<(), VerbsError> {
-        self.post(
-            ffi::ibv_wr_opcode::IBV_WR_RDMA_READ,
-            wr_id,
-            mr,
-            local,
-            len,
-            remote_addr,
-            rkey,
-            signaled,
-        )
     }
 }
 
