@@ -5,64 +5,23 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{Args, ValueEnum};
-use mu::driver::replica::{Committed, DriverOptions, Replica};
-use mu::fabric::shm::{ShmConfig, ShmEndpoint};
-use mu::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
-use mu::log::layout::Layout;
-use mu::{Config, NodeId};
+use clap::Args;
+use mu::driver::replica::{Committed, Replica};
+use mu::node::{FabricKind, NodeOptions};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which fabric carries the replication.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FabricKind {
-    /// TCP between processes or hosts.
-    Tcp,
-    /// Shared memory between processes on one host.
-    Shm,
-}
-
 /// Options every tool shares. Each flag is also an environment variable.
 #[derive(Args, Clone, Debug)]
 pub struct NodeArgs {
-    /// The fabric.
-    #[arg(long, env = "MU_FABRIC", value_enum, default_value = "tcp")]
-    pub fabric: FabricKind,
-    /// Number of replicas in the group.
-    #[arg(long, env = "MU_NODES", default_value_t = 3)]
-    pub nodes: u8,
-    /// tcp: every replica's address, comma separated, in id order.
-    #[arg(long, env = "MU_PEERS", value_delimiter = ',')]
-    pub peers: Vec<SocketAddr>,
-    /// tcp: a memcached registry (`host[:port]`) to publish and find
-    /// addresses instead of `--peers`, as the original Mu did.
-    #[arg(long, env = "DORY_REGISTRY_IP")]
-    pub registry: Option<String>,
-    /// tcp: the secret every member of the group knows.
-    #[arg(long, env = "MU_SECRET", default_value = "mu-local-secret")]
-    pub secret: String,
-    /// shm: directory of the shared objects (a tmpfs).
-    #[arg(long, env = "MU_SHM_DIR", default_value = "/dev/shm")]
-    pub shm_dir: PathBuf,
-    /// Name of the group (shm file prefix, registry key prefix).
-    #[arg(long, env = "MU_GROUP", default_value = "mu")]
-    pub group: String,
-    /// Ring size per replica, MiB. The shm fabric copies the log area when
-    /// a grant finds a writer stalled in the middle of a write (that is how
-    /// it fences it), so a small ring keeps such leader changes fast.
-    #[arg(long, env = "MU_RING_MIB", default_value_t = 4)]
-    pub ring_mib: u64,
-    /// Heartbeat interval, µs (failure detection takes about 13 of them).
-    /// The default suits a small shared machine, where a process can be
-    /// descheduled for milliseconds; dedicated hosts can go much lower.
-    #[arg(long, env = "MU_HEARTBEAT_US", default_value_t = 1_000)]
-    pub heartbeat_us: u64,
+    /// The replica: fabric, group, peers, timing.
+    #[command(flatten)]
+    pub mu: NodeOptions,
     /// Directory of the pause fifos (`mu-fifo-<id>`).
     #[arg(long, env = "MU_FIFO_DIR", default_value = "/tmp")]
     pub fifo_dir: PathBuf,
@@ -70,11 +29,6 @@ pub struct NodeArgs {
     /// wait for them: no need to open N terminals.
     #[arg(long)]
     pub launch: bool,
-    /// Nap this many µs when the driver has had nothing to do for a while;
-    /// 0 spins (lowest latency, but it needs a core per replica: with the
-    /// whole group on a small machine, a short nap is much faster).
-    #[arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 20)]
-    pub idle_sleep_us: u64,
 }
 
 /// A replica of a tool process.
@@ -93,51 +47,10 @@ impl Drop for Node {
     }
 }
 
-/// Starts replica `id` (1-based, as the original tools) with `max_payload`.
+/// Starts replica `id` (1-based, as the original tools) with `max_payload`
+/// and its pause fifo.
 pub fn start_node(args: &NodeArgs, id: u8, max_payload: u32) -> Result<Node, String> {
-    if id == 0 || id > args.nodes {
-        return Err(format!("id must be 1..={} (got {id})", args.nodes));
-    }
-    let me = NodeId(id - 1);
-    let mut cfg = Config::new(me, args.nodes);
-    cfg.ring_capacity = args.ring_mib << 20;
-    cfg.max_payload = max_payload;
-    cfg.incarnation = rand::random();
-    cfg.heartbeat_interval_ns = args.heartbeat_us * 1_000;
-    cfg.validate().map_err(|e| e.to_string())?;
-    let layout = Layout::new(cfg.ring_capacity, cfg.max_payload, usize::from(args.nodes));
-    let options = DriverOptions {
-        idle_sleep: (args.idle_sleep_us > 0).then(|| Duration::from_micros(args.idle_sleep_us)),
-        idle_spins: 200,
-    };
-    let (replica, committed) = match args.fabric {
-        FabricKind::Tcp => {
-            let (listener, peers) = tcp_peers(args, me)?;
-            let ep = TcpEndpoint::start_with_listener(
-                TcpConfig {
-                    id: me,
-                    peers,
-                    secret: args.secret.clone().into_bytes(),
-                    layout,
-                    options: TcpOptions::default(),
-                },
-                listener,
-            )
-            .map_err(|e| e.to_string())?;
-            Replica::start(cfg, ep, options).map_err(|e| e.to_string())?
-        }
-        FabricKind::Shm => {
-            let ep = ShmEndpoint::create(ShmConfig {
-                dir: args.shm_dir.clone(),
-                group: args.group.clone(),
-                id: me,
-                layout,
-                lease_timeout: Duration::from_millis(500),
-            })
-            .map_err(|e| e.to_string())?;
-            Replica::start(cfg, ep, options).map_err(|e| e.to_string())?
-        }
-    };
+    let (replica, committed) = mu::node::start(&args.mu, id, max_payload)?;
     let replica = Arc::new(replica);
     let fifo = args.fifo_dir.join(format!("mu-fifo-{id}"));
     listen_for_pause(&fifo, replica.clone())?;
@@ -146,43 +59,6 @@ pub fn start_node(args: &NodeArgs, id: u8, max_payload: u32) -> Result<Node, Str
         committed,
         fifo,
     })
-}
-
-/// The listener of this replica and every replica's address.
-fn tcp_peers(args: &NodeArgs, me: NodeId) -> Result<(TcpListener, Vec<SocketAddr>), String> {
-    if let Some(registry) = &args.registry {
-        let reg = mu::discovery::Registry::connect(registry, &format!("{}-", args.group))
-            .map_err(|e| e.to_string())?;
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        reg.publish(me, &addr.to_string())
-            .map_err(|e| e.to_string())?;
-        let all = reg
-            .wait_for_all(
-                usize::from(args.nodes),
-                Duration::from_secs(30),
-                Duration::from_millis(20),
-            )
-            .map_err(|e| e.to_string())?;
-        let peers = all
-            .iter()
-            .map(|a| {
-                a.parse()
-                    .map_err(|_| format!("bad address {a:?} in the registry"))
-            })
-            .collect::<Result<Vec<SocketAddr>, String>>()?;
-        return Ok((listener, peers));
-    }
-    if args.peers.len() != usize::from(args.nodes) {
-        return Err(format!(
-            "--peers lists {} addresses for {} replicas (or give --registry / DORY_REGISTRY_IP)",
-            args.peers.len(),
-            args.nodes
-        ));
-    }
-    let listener = TcpListener::bind(args.peers[me.idx()])
-        .map_err(|e| format!("cannot listen on {}: {e}", args.peers[me.idx()]))?;
-    Ok((listener, args.peers.clone()))
 }
 
 /// Creates the pause fifo and a thread that reads it: `p` pauses the
@@ -305,33 +181,23 @@ pub fn launch(args: &NodeArgs, tool_args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ports: Vec<String> = (0..args.nodes)
+    let ports: Vec<String> = (0..args.mu.nodes)
         .map(|_| {
             let l = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
             l.local_addr().expect("address").to_string()
         })
         .collect();
-    let group = format!("{}-{}", args.group, std::process::id());
-    let fabric = match args.fabric {
-        FabricKind::Tcp => "tcp",
-        FabricKind::Shm => "shm",
-    };
+    let mut mu = args.mu.clone();
+    mu.group = format!("{}-{}", args.mu.group, std::process::id());
     let mut children = Vec::new();
-    for id in 1..=args.nodes {
+    for id in 1..=mu.nodes {
         let mut cmd = Command::new(&exe);
         cmd.arg(id.to_string())
             .args(tool_args)
-            .env("MU_FABRIC", fabric)
-            .env("MU_NODES", args.nodes.to_string())
-            .env("MU_GROUP", &group)
-            .env("MU_SECRET", &args.secret)
-            .env("MU_SHM_DIR", &args.shm_dir)
-            .env("MU_RING_MIB", args.ring_mib.to_string())
+            .envs(mu.to_env())
             .env("MU_FIFO_DIR", &args.fifo_dir)
-            .env("MU_IDLE_SLEEP_US", args.idle_sleep_us.to_string())
-            .env("MU_HEARTBEAT_US", args.heartbeat_us.to_string())
             .env_remove("DORY_REGISTRY_IP");
-        match &args.registry {
+        match &mu.registry {
             Some(r) => {
                 cmd.env("DORY_REGISTRY_IP", r).env_remove("MU_PEERS");
             }
@@ -361,25 +227,13 @@ pub fn launch(args: &NodeArgs, tool_args: &[String]) -> ExitCode {
             }
         }
     }
-    if args.fabric == FabricKind::Shm {
-        remove_group_files(&args.shm_dir, &group);
+    if mu.fabric == FabricKind::Shm {
+        mu::node::remove_shm_group(&mu.shm_dir, &mu.group);
     }
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Removes the shared objects a launched shm group left in `dir`.
-fn remove_group_files(dir: &std::path::Path, group: &str) {
-    let prefix = format!("{group}-n");
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`driver`]: runs a core against a fabric on a busy-polling thread and
 //!   exposes the [`Replica`] handle.
 //! - [`discovery`]: peers from a static list or a memcached registry.
+//! - [`node`]: one replica per process over `tcp` or `shm` from a few
+//!   options (a `clap` argument group with feature `cli`).
 //! - [`sim`]: the deterministic simulator, the invariant checkers, and
 //!   scripted scenarios ([`sim::Scenario`]).
 //! - `mu-sim` (binary): runs the simulator over many seeds.
@@ -122,6 +124,7 @@ pub mod driver;
 pub mod error;
 pub mod fabric;
 pub mod log;
+pub mod node;
 pub mod sim;
 pub mod types;
 

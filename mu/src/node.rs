@@ -1,0 +1,232 @@
+//! One replica per process over a real fabric, from a handful of options:
+//! the fabric, the group size, peers from a static list or the memcached
+//! registry (`DORY_REGISTRY_IP`), the cluster secret, ring size and timing.
+//!
+//! The sidecar and the example tools start their replica through
+//! [`start`]; with feature `cli`, [`NodeOptions`] is a `clap` argument group
+//! whose every flag is also an environment variable.
+
+use crate::driver::replica::{Committed, DriverOptions, Replica};
+use crate::fabric::shm::{ShmConfig, ShmEndpoint};
+use crate::fabric::tcp::{TcpConfig, TcpEndpoint, TcpOptions};
+use crate::log::layout::Layout;
+use crate::{Config, NodeId};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+/// Which fabric carries the replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum FabricKind {
+    /// TCP between processes or hosts.
+    Tcp,
+    /// Shared memory between processes on one host.
+    Shm,
+}
+
+impl FabricKind {
+    /// The name used on the command line and in `MU_FABRIC`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FabricKind::Tcp => "tcp",
+            FabricKind::Shm => "shm",
+        }
+    }
+}
+
+/// How to start this process's replica.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct NodeOptions {
+    /// The fabric.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_FABRIC", value_enum, default_value = "tcp")
+    )]
+    pub fabric: FabricKind,
+    /// Number of replicas in the group.
+    #[cfg_attr(feature = "cli", arg(long, env = "MU_NODES", default_value_t = 3))]
+    pub nodes: u8,
+    /// tcp: every replica's fabric address, comma separated, in id order.
+    #[cfg_attr(feature = "cli", arg(long, env = "MU_PEERS", value_delimiter = ','))]
+    pub peers: Vec<SocketAddr>,
+    /// tcp: a memcached registry (`host[:port]`) to publish and find
+    /// addresses instead of `--peers`, as the original Mu did.
+    #[cfg_attr(feature = "cli", arg(long, env = "DORY_REGISTRY_IP"))]
+    pub registry: Option<String>,
+    /// tcp: the secret every member of the group knows.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_SECRET", default_value = "mu-local-secret")
+    )]
+    pub secret: String,
+    /// shm: directory of the shared objects (a tmpfs).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_SHM_DIR", default_value = "/dev/shm")
+    )]
+    pub shm_dir: PathBuf,
+    /// Name of the group (shm file prefix, registry key prefix).
+    #[cfg_attr(feature = "cli", arg(long, env = "MU_GROUP", default_value = "mu"))]
+    pub group: String,
+    /// Ring size per replica, MiB. The shm fabric copies the log area when
+    /// a grant finds a writer stalled in the middle of a write (that is how
+    /// it fences it), so a small ring keeps such leader changes fast.
+    #[cfg_attr(feature = "cli", arg(long, env = "MU_RING_MIB", default_value_t = 4))]
+    pub ring_mib: u64,
+    /// Heartbeat interval, µs (failure detection takes about 13 of them).
+    /// The default suits a small shared machine, where a process can be
+    /// descheduled for milliseconds; dedicated hosts can go much lower.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_HEARTBEAT_US", default_value_t = 1_000)
+    )]
+    pub heartbeat_us: u64,
+    /// Nap this many µs when the driver has had nothing to do for a while;
+    /// 0 spins (lowest latency, but it needs a core per replica: with the
+    /// whole group on a small machine, a short nap is much faster).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 20)
+    )]
+    pub idle_sleep_us: u64,
+}
+
+impl NodeOptions {
+    /// Options for a group of `nodes` on `fabric` with the defaults of the
+    /// command line.
+    pub fn new(fabric: FabricKind, nodes: u8) -> Self {
+        NodeOptions {
+            fabric,
+            nodes,
+            peers: Vec::new(),
+            registry: None,
+            secret: "mu-local-secret".into(),
+            shm_dir: PathBuf::from("/dev/shm"),
+            group: "mu".into(),
+            ring_mib: 4,
+            heartbeat_us: 1_000,
+            idle_sleep_us: 20,
+        }
+    }
+
+    /// The options as the environment variables their flags read, for
+    /// starting another process of the same group (without peers and
+    /// registry, which differ per launch).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("MU_FABRIC", self.fabric.name().into()),
+            ("MU_NODES", self.nodes.to_string()),
+            ("MU_GROUP", self.group.clone()),
+            ("MU_SECRET", self.secret.clone()),
+            ("MU_SHM_DIR", self.shm_dir.display().to_string()),
+            ("MU_RING_MIB", self.ring_mib.to_string()),
+            ("MU_IDLE_SLEEP_US", self.idle_sleep_us.to_string()),
+            ("MU_HEARTBEAT_US", self.heartbeat_us.to_string()),
+        ]
+    }
+}
+
+/// Starts replica `id` (1-based, as the original tools and the sidecar
+/// number nodes) with room for payloads of `max_payload` bytes. Committed
+/// entries arrive on the receiver, in log order.
+pub fn start(
+    opts: &NodeOptions,
+    id: u8,
+    max_payload: u32,
+) -> Result<(Replica, Receiver<Committed>), String> {
+    if id == 0 || id > opts.nodes {
+        return Err(format!("id must be 1..={} (got {id})", opts.nodes));
+    }
+    let me = NodeId(id - 1);
+    let mut cfg = Config::new(me, opts.nodes);
+    cfg.ring_capacity = opts.ring_mib << 20;
+    cfg.max_payload = max_payload;
+    cfg.incarnation = rand::random();
+    cfg.heartbeat_interval_ns = opts.heartbeat_us * 1_000;
+    cfg.validate().map_err(|e| e.to_string())?;
+    let layout = Layout::new(cfg.ring_capacity, cfg.max_payload, usize::from(opts.nodes));
+    let options = DriverOptions {
+        idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
+        idle_spins: 200,
+    };
+    match opts.fabric {
+        FabricKind::Tcp => {
+            let (listener, peers) = tcp_peers(opts, me)?;
+            let ep = TcpEndpoint::start_with_listener(
+                TcpConfig {
+                    id: me,
+                    peers,
+                    secret: opts.secret.clone().into_bytes(),
+                    layout,
+                    options: TcpOptions::default(),
+                },
+                listener,
+            )
+            .map_err(|e| e.to_string())?;
+            Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+        }
+        FabricKind::Shm => {
+            let ep = ShmEndpoint::create(ShmConfig {
+                dir: opts.shm_dir.clone(),
+                group: opts.group.clone(),
+                id: me,
+                layout,
+                lease_timeout: Duration::from_millis(500),
+            })
+            .map_err(|e| e.to_string())?;
+            Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The listener of this replica and every replica's address.
+fn tcp_peers(opts: &NodeOptions, me: NodeId) -> Result<(TcpListener, Vec<SocketAddr>), String> {
+    if let Some(registry) = &opts.registry {
+        let reg = crate::discovery::Registry::connect(registry, &format!("{}-", opts.group))
+            .map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        reg.publish(me, &addr.to_string())
+            .map_err(|e| e.to_string())?;
+        let all = reg
+            .wait_for_all(
+                usize::from(opts.nodes),
+                Duration::from_secs(30),
+                Duration::from_millis(20),
+            )
+            .map_err(|e| e.to_string())?;
+        let peers = all
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| format!("bad address {a:?} in the registry"))
+            })
+            .collect::<Result<Vec<SocketAddr>, String>>()?;
+        return Ok((listener, peers));
+    }
+    if opts.peers.len() != usize::from(opts.nodes) {
+        return Err(format!(
+            "--peers lists {} addresses for {} replicas (or give --registry / DORY_REGISTRY_IP)",
+            opts.peers.len(),
+            opts.nodes
+        ));
+    }
+    let listener = TcpListener::bind(opts.peers[me.idx()])
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.peers[me.idx()]))?;
+    Ok((listener, opts.peers.clone()))
+}
+
+/// Removes the shared objects an shm group named `group` left in `dir`.
+pub fn remove_shm_group(dir: &std::path::Path, group: &str) {
+    let prefix = format!("{group}-n");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
