@@ -1,9 +1,12 @@
 //! Shared plumbing of the Mu artifact's tools: command-line options, one
 //! replica per process over the `tcp` or `shm` fabric, peers from a static
 //! list or the memcached registry (`DORY_REGISTRY_IP`), the per-node pause
-//! fifo, and launching a whole local group from one command.
+//! fifo, and launching a whole local group from one command; [`group`]
+//! runs a group of `mu-node` processes for tests and benchmarks.
 
 #![forbid(unsafe_code)]
+
+pub mod group;
 
 use clap::Args;
 use mu::driver::replica::{Committed, Replica};
@@ -38,12 +41,16 @@ pub struct Node {
     pub replica: Arc<Replica>,
     /// Committed entries, in log order.
     pub committed: Receiver<Committed>,
-    fifo: PathBuf,
+    _fifo: FifoFile,
 }
 
-impl Drop for Node {
+/// Removes the pause fifo when the node goes.
+#[derive(Debug)]
+struct FifoFile(PathBuf);
+
+impl Drop for FifoFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.fifo);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -52,13 +59,39 @@ impl Drop for Node {
 pub fn start_node(args: &NodeArgs, id: u8, max_payload: u32) -> Result<Node, String> {
     let (replica, committed) = mu::node::start(&args.mu, id, max_payload)?;
     let replica = Arc::new(replica);
-    let fifo = args.fifo_dir.join(format!("mu-fifo-{id}"));
+    let fifo = fifo_path(&args.fifo_dir, id);
     listen_for_pause(&fifo, replica.clone())?;
     Ok(Node {
         replica,
         committed,
-        fifo,
+        _fifo: FifoFile(fifo),
     })
+}
+
+/// The path of replica `id`'s pause fifo in `dir`.
+pub fn fifo_path(dir: &std::path::Path, id: u8) -> PathBuf {
+    dir.join(format!("mu-fifo-{id}"))
+}
+
+/// Writes `command` (`p` pauses, `c` resumes) into replica `id`'s pause
+/// fifo in `dir`, as `mu-pause` does. Opening the fifo waits until the
+/// replica reads it; a missing fifo means no such replica runs.
+pub fn send_pause(dir: &std::path::Path, id: u8, command: u8) -> Result<(), String> {
+    use std::io::Write;
+    let path = fifo_path(dir, id);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e} (is replica {id} running?)", path.display()))?;
+    f.write_all(&[command]).map_err(|e| e.to_string())
+}
+
+/// Wall-clock time in ns since the Unix epoch: comparable between the
+/// processes of one host, for measurements across processes.
+pub fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Creates the pause fifo and a thread that reads it: `p` pauses the

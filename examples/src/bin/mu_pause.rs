@@ -3,7 +3,6 @@
 //! for a stalled leader); `c` resumes it.
 
 use clap::Parser;
-use std::io::Write;
 use std::process::ExitCode;
 
 /// Pauses or resumes a running replica through its fifo.
@@ -28,21 +27,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(64);
     }
-    let path = cli.fifo_dir.join(format!("mu-fifo-{}", cli.id));
-    // Opening a fifo for writing blocks until its reader (the replica) is
-    // there; a missing fifo means no such replica runs.
-    let mut f = match std::fs::OpenOptions::new().write(true).open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "mu-pause: {}: {e} (is replica {} running?)",
-                path.display(),
-                cli.id
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    match f.write_all(&[cli.command as u8]) {
+    match mu_examples::send_pause(&cli.fifo_dir, cli.id, cli.command as u8) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mu-pause: {e}");
