@@ -5,6 +5,7 @@
 //! mu-fabric-peer paused-writer --fabric tcp --group N --node W --target T --peers A0,A1,...
 //! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR --shm-group NAME
 //! mu-fabric-peer serve --fabric tcp --group N --node W --peers A0,A1,...
+//! mu-fabric-peer paused-writer --fabric rdma --group N --node W --target T --peers A0,A1,... --rdma-device DEV [--gid-index G]
 //! mu-fabric-peer latency
 //! ```
 //!
@@ -13,7 +14,9 @@
 //! against node `T`: one output line per completed write. `serve` prints
 //! `ready`, then obeys lines on stdin: `grant K` grants its log to node `K`
 //! and answers `granted K`; it exits when stdin closes. The tcp cluster
-//! secret comes from the environment variable `MU_FABRIC_SECRET`. Exit code
+//! secret comes from the environment variable `MU_FABRIC_SECRET`; so does the
+//! rdma one, whose `--peers` are the nodes' control-channel addresses
+//! (built with feature `rdma`). Exit code
 //! 64 on bad arguments.
 //!
 //! `latency` measures, in this process, the time from posting a write or
@@ -40,8 +43,8 @@ const EX_USAGE: u8 = 64;
 fn usage(problem: &str) -> ExitCode {
     eprintln!("mu-fabric-peer: {problem}");
     eprintln!(
-        "usage: mu-fabric-peer latency | paused-writer --fabric tcp|shm --group N --node W --target T \
-         [--peers A0,A1,...] [--shm-dir DIR --shm-group NAME]"
+        "usage: mu-fabric-peer latency | paused-writer --fabric tcp|shm|rdma --group N --node W --target T \
+         [--peers A0,A1,...] [--shm-dir DIR --shm-group NAME] [--rdma-device DEV --gid-index G]"
     );
     ExitCode::from(EX_USAGE)
 }
@@ -89,14 +92,7 @@ fn main() -> ExitCode {
     let layout = suite_layout(usize::from(n));
     let result = match flags.get("fabric").map(String::as_str) {
         Some("tcp") => {
-            let peers: Result<Vec<SocketAddr>, _> = flags
-                .get("peers")
-                .map(String::as_str)
-                .unwrap_or("")
-                .split(',')
-                .map(str::parse)
-                .collect();
-            let Ok(peers) = peers else {
+            let Some(peers) = parse_peers(&flags) else {
                 return usage("--peers must list one ip:port per node");
             };
             let Ok(secret) = std::env::var("MU_FABRIC_SECRET") else {
@@ -132,12 +128,63 @@ fn main() -> ExitCode {
                 Err(e) => return usage(&e.to_string()),
             }
         }
+        #[cfg(feature = "rdma")]
+        Some("rdma") => {
+            let config = match rdma_config(&flags, node, layout) {
+                Ok(c) => c,
+                Err(e) => return usage(&e),
+            };
+            match mu::fabric::rdma::RdmaEndpoint::start(config) {
+                Ok(f) if role == "serve" => serve(f),
+                Ok(f) => paused_writer_child(f, target),
+                Err(e) => return usage(&e.to_string()),
+            }
+        }
         other => return usage(&format!("unknown fabric {other:?}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// The `rdma` endpoint configuration from the flags.
+#[cfg(feature = "rdma")]
+fn rdma_config(
+    flags: &HashMap<String, String>,
+    node: NodeId,
+    layout: mu::log::layout::Layout,
+) -> Result<mu::fabric::rdma::RdmaConfig, String> {
+    let peers = parse_peers(flags).ok_or("--peers must list one ip:port per node")?;
+    let secret = std::env::var("MU_FABRIC_SECRET")
+        .map_err(|_| "MU_FABRIC_SECRET must hold the cluster secret")?;
+    let device = flags
+        .get("rdma-device")
+        .ok_or("rdma needs --rdma-device (ibv_devices lists them)")?;
+    let gid_index = match flags.get("gid-index") {
+        Some(g) => g.parse().map_err(|e| format!("--gid-index: {e}"))?,
+        None => 1,
+    };
+    Ok(mu::fabric::rdma::RdmaConfig {
+        id: node,
+        peers,
+        secret: secret.into_bytes(),
+        layout,
+        device: device.clone(),
+        gid_index,
+        options: mu::fabric::rdma::RdmaOptions::default(),
+    })
+}
+
+/// The `--peers` list.
+fn parse_peers(flags: &HashMap<String, String>) -> Option<Vec<SocketAddr>> {
+    flags
+        .get("peers")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(|a| a.parse().ok())
+        .collect()
 }
 
 /// Serves the node's region and grants its log on command until stdin closes.

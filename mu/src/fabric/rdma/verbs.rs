@@ -652,6 +652,13 @@ impl QueuePair {
         })
     }
 
+    /// Sets the packet sequence number the next [`QueuePair::connect`]
+    /// starts from (a fresh one for each connection keeps packets of an
+    /// earlier connection out).
+    pub fn set_psn(&mut self, psn: u32) {
+        self.psn = psn & 0xff_ffff;
+    }
+
     /// The raw queue pair.
     pub fn as_raw(&self) -> *mut ffi::ibv_qp {
         self.raw
@@ -755,6 +762,16 @@ impl QueuePair {
             "ANY",
             "RESET",
         )
+    }
+
+    /// Moves the queue pair to the error state: outstanding work completes
+    /// with a flush error and nothing more is executed.
+    pub fn fail(&mut self) -> Result<(), VerbsError> {
+        let mut a = ffi::ibv_qp_attr {
+            qp_state: ffi::ibv_qp_state::IBV_QPS_ERR,
+            ..Default::default()
+        };
+        self.modify(&mut a, ffi::ibv_qp_attr_mask::IBV_QP_STATE.0, "ANY", "ERR")
     }
 
     /// Changes the remote access rights while the queue pair stays in RTS:

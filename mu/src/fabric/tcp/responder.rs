@@ -5,7 +5,7 @@
 //! [`Fabric::grant`](crate::fabric::Fabric::grant) takes, so a write that
 //! arrives after a grant is refused even if it was sent before.
 
-use super::wire::{self, RequestHeader, NONCE, REQUEST_HEADER};
+use super::wire::{self, RequestHeader, REQUEST_HEADER};
 use super::Shared;
 use crate::fabric::Memory;
 use crate::types::NodeId;
@@ -69,46 +69,7 @@ fn serve(shared: Arc<Shared>, mut stream: TcpStream) {
 fn handshake(shared: &Shared, stream: &mut TcpStream) -> io::Result<NodeId> {
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let (client, server, client_nonce) = wire::read_hello(stream)?;
-    let n = shared.layout.group_size;
-    if server != shared.id || client.idx() >= n {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("hello from node {client} to node {server} does not fit this group"),
-        ));
-    }
-    let server_nonce = wire::nonce()?;
-    let proof = wire::mac(
-        &shared.key,
-        b"server",
-        &client_nonce,
-        &server_nonce,
-        client,
-        server,
-    );
-    let mut b = [0u8; NONCE + 32];
-    b[..NONCE].copy_from_slice(&server_nonce);
-    b[NONCE..].copy_from_slice(proof.as_bytes());
-    stream.write_all(&b)?;
-    let mut answer = [0u8; 32];
-    stream.read_exact(&mut answer)?;
-    let expected = wire::mac(
-        &shared.key,
-        b"client",
-        &client_nonce,
-        &server_nonce,
-        client,
-        server,
-    );
-    // blake3::Hash compares in constant time.
-    if blake3::Hash::from_bytes(answer) != expected {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("node {client} does not know the cluster secret"),
-        ));
-    }
-    stream.write_all(&[1])?;
-    Ok(client)
+    wire::server_handshake(stream, &shared.key, shared.id, shared.layout.group_size)
 }
 
 fn respond(shared: &Shared, stream: &mut TcpStream, peer: NodeId, epoch: u64) -> io::Result<()> {

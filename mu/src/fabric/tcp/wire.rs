@@ -1,5 +1,6 @@
 //! Bytes on a `tcp` fabric connection: the handshake that authenticates
 //! both ends with the cluster secret, then request and response frames.
+//! The `rdma` fabric's control channel opens with the same handshake.
 //!
 //! ```text
 //! handshake (client → server, then server → client, ...)
@@ -178,6 +179,42 @@ pub fn client_handshake<S: Read + Write>(
         ));
     }
     Ok(())
+}
+
+/// Runs the server side of the handshake for node `server` of a group of
+/// `group_size`; returns the authenticated client. An error of kind
+/// `PermissionDenied` means the client could not prove it knows the secret.
+pub fn server_handshake<S: Read + Write>(
+    stream: &mut S,
+    key: &[u8; 32],
+    server: NodeId,
+    group_size: usize,
+) -> io::Result<NodeId> {
+    let (client, to, client_nonce) = read_hello(stream)?;
+    if to != server || client.idx() >= group_size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("hello from node {client} to node {to} does not fit this group"),
+        ));
+    }
+    let server_nonce = nonce()?;
+    let proof = mac(key, b"server", &client_nonce, &server_nonce, client, server);
+    let mut b = [0u8; NONCE + 32];
+    b[..NONCE].copy_from_slice(&server_nonce);
+    b[NONCE..].copy_from_slice(proof.as_bytes());
+    stream.write_all(&b)?;
+    let mut answer = [0u8; 32];
+    stream.read_exact(&mut answer)?;
+    let expected = mac(key, b"client", &client_nonce, &server_nonce, client, server);
+    // blake3::Hash compares in constant time.
+    if blake3::Hash::from_bytes(answer) != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("node {client} does not know the cluster secret"),
+        ));
+    }
+    stream.write_all(&[1])?;
+    Ok(client)
 }
 
 #[cfg(test)]
