@@ -116,6 +116,9 @@ pub struct Status {
     pub permission_switches: u64,
     /// How many times this replica became leader.
     pub leader_terms: u64,
+    /// Operations this replica posted that failed (peer unreachable,
+    /// permission lost, out of bounds).
+    pub fabric_errors: u64,
 }
 
 /// Where a replica's applied prefix ends, for state transfer.
@@ -216,6 +219,7 @@ pub struct Core {
     entry_seq: u64,
     last_progress_at: u64,
     permission_switches: u64,
+    fabric_errors: u64,
     leader_terms: u64,
     last_proposal: u64,
 }
@@ -259,6 +263,7 @@ impl Core {
             entry_seq: 0,
             last_progress_at: now,
             permission_switches: 0,
+            fabric_errors: 0,
             leader_terms: 0,
             last_proposal: 0,
             cfg,
@@ -362,6 +367,9 @@ impl Core {
     /// Feeds the outcome of an operation this core posted.
     pub fn on_completion(&mut self, now: u64, c: Completion, mem: &mut dyn Memory) {
         self.advance_time(now);
+        if c.result.is_err() {
+            self.fabric_errors += 1;
+        }
         let queue = &mut self.inflight[c.peer.idx()];
         let Some(at) = queue.iter().position(|f| f.op == c.op) else {
             // Not ours (posted by an earlier incarnation): nothing to do.
@@ -491,6 +499,7 @@ impl Core {
                 })
                 .collect(),
             permission_switches: self.permission_switches,
+            fabric_errors: self.fabric_errors,
             leader_terms: self.leader_terms,
         }
     }

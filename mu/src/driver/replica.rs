@@ -49,7 +49,31 @@ impl Default for DriverOptions {
     }
 }
 
-type Reply = SyncSender<Result<u64, ProposeError>>;
+/// Where a proposal's outcome goes: a waiting thread or a callback.
+enum Reply {
+    Wait(SyncSender<Result<u64, ProposeError>>),
+    Call(Box<dyn FnOnce(Result<u64, ProposeError>) + Send>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<u64, ProposeError>) {
+        match self {
+            Reply::Wait(tx) => {
+                let _ = tx.try_send(outcome);
+            }
+            Reply::Call(f) => f(outcome),
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reply::Wait(_) => "Reply::Wait",
+            Reply::Call(_) => "Reply::Call",
+        })
+    }
+}
 
 #[derive(Debug)]
 struct Shared {
@@ -112,13 +136,33 @@ impl Replica {
     /// [`ProposeError::Unknown`]: the entry may still commit.
     pub fn propose(&self, payload: Vec<u8>, timeout: Duration) -> Result<u64, ProposeError> {
         let (tx, rx) = mpsc::sync_channel(1);
+        self.enqueue(payload, Reply::Wait(tx));
+        rx.recv_timeout(timeout)
+            .unwrap_or(Err(ProposeError::Unknown))
+    }
+
+    /// Proposes `payload` without waiting: `done` is called once, on the
+    /// driver thread, with the outcome of [`Replica::propose`] (the index
+    /// once committed, or the error; [`ProposeError::Unknown`] when the
+    /// replica stops first). `done` must not block. Proposals are handed to
+    /// the core in the order they were submitted.
+    pub fn submit<F>(&self, payload: Vec<u8>, done: F)
+    where
+        F: FnOnce(Result<u64, ProposeError>) + Send + 'static,
+    {
+        self.enqueue(payload, Reply::Call(Box::new(done)));
+    }
+
+    fn enqueue(&self, payload: Vec<u8>, reply: Reply) {
+        if self.shared.stop.load(Ordering::Acquire) {
+            reply.send(Err(ProposeError::Unknown));
+            return;
+        }
         self.shared
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((payload, tx));
-        rx.recv_timeout(timeout)
-            .unwrap_or(Err(ProposeError::Unknown))
+            .push_back((payload, reply));
     }
 
     /// The latest status published by the driver thread.
@@ -231,27 +275,26 @@ fn run<F: Fabric>(
                         id: p.id,
                         reply,
                     }),
-                    Err(e) => {
-                        let _ = reply.try_send(Err(e));
-                    }
+                    Err(e) => reply.send(Err(e)),
                 }
             }
         }
         busy |= core.has_actions() || core.has_deliveries();
         execute(&mut core, &mut fabric);
         core.drain_deliveries(|d| {
-            waiters.retain(|w| {
-                if w.index != d.index {
-                    return true;
+            let mut i = 0;
+            while i < waiters.len() {
+                if waiters[i].index != d.index {
+                    i += 1;
+                    continue;
                 }
-                let outcome = if w.id == d.id {
+                let w = waiters.swap_remove(i);
+                w.reply.send(if w.id == d.id {
                     Ok(d.index)
                 } else {
                     Err(ProposeError::Superseded)
-                };
-                let _ = w.reply.try_send(outcome);
-                false
-            });
+                });
+            }
             let _ = out.send(Committed {
                 index: d.index,
                 id: d.id,
@@ -270,6 +313,15 @@ fn run<F: Fabric>(
         }
     }
     for w in waiters {
-        let _ = w.reply.try_send(Err(ProposeError::Unknown));
+        w.reply.send(Err(ProposeError::Unknown));
+    }
+    let queued: Vec<_> = shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for (_, reply) in queued {
+        reply.send(Err(ProposeError::Unknown));
     }
 }

@@ -42,6 +42,13 @@ impl RedisApplier {
         }
     }
 
+    /// Forgets the connection's selected database: call after reconnecting
+    /// (the WATCH history is kept, it belongs to the log, not the
+    /// connection).
+    pub fn forget_connection(&mut self) {
+        self.db = None;
+    }
+
     /// Appends the backend requests for the entry at log `index` to `out`.
     /// Must be called for every committed Redis entry, in log order.
     pub fn apply(&mut self, index: u64, entry: &RedisEntry, out: &mut BytesMut) -> ApplyPlan {

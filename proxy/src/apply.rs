@@ -1,0 +1,502 @@
+//! The applier: committed entries, in log order, into the local backend.
+//!
+//! One thread, one backend connection: order on that connection is log
+//! order. Entries that are already committed are sent in pipelined
+//! batches; the replies are read back in order, and the origin's client
+//! gets its own reply (see [`crate::payload`]).
+//!
+//! The backend going away is handled so that nothing is applied twice or
+//! skipped: between batches (every reply read), the applier reconnects and
+//! goes on where it was, provided the server is the same process (its
+//! Redis `run_id` / memcached `pid` did not change). If the server
+//! restarted, or the connection broke while a batch was in flight, the
+//! backend is *out of step*: the node stops serving reads and stays out of
+//! the group's leadership until its data is transferred again.
+
+use crate::config::BackendKind;
+use crate::payload::{self, Kind};
+use crate::pending::Applied;
+use crate::state::{BackendState, Shared};
+use bytes::{Bytes, BytesMut};
+use mu::driver::replica::Committed;
+use mu_protocols::entry::Entry;
+use mu_protocols::memcached::{
+    McReply, McReplyDecoder, McRequestDecoder, MetaStatus, ReplyExpectation,
+};
+use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
+use mu_protocols::rewrite::{ApplyPlan, RedisApplier};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Entries per pipelined batch.
+const BATCH_ENTRIES: usize = 128;
+/// Bytes per pipelined batch (memcached stops reading while its replies
+/// back up, so a batch must fit the socket buffers).
+const BATCH_BYTES: usize = 256 << 10;
+/// How long a backend may take to answer.
+const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle applier checks that its backend is still there.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Starts the applier thread.
+pub fn spawn(
+    shared: Arc<Shared>,
+    committed: Receiver<Committed>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("mu-sidecar-apply".into())
+        .spawn(move || Applier::new(shared).run(committed))
+}
+
+/// A blocking connection to the backend.
+#[derive(Debug)]
+pub struct BackendConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    kind: BackendKind,
+    frames: FrameDecoder,
+    replies: McReplyDecoder,
+}
+
+impl BackendConn {
+    /// Connects, authenticates (Redis, with the sidecar's credentials) and
+    /// returns the connection with the server's identity.
+    pub fn connect(shared: &Shared) -> Result<(BackendConn, String), String> {
+        let o = &shared.opts;
+        let stream = TcpStream::connect_timeout(&o.backend, Duration::from_secs(1))
+            .map_err(|e| format!("cannot connect to {}: {e}", o.backend))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(BACKEND_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut c = BackendConn {
+            stream,
+            buf: BytesMut::with_capacity(64 << 10),
+            kind: o.backend_kind,
+            frames: FrameDecoder::default(),
+            replies: McReplyDecoder::default(),
+        };
+        let identity = match o.backend_kind {
+            BackendKind::Redis => {
+                if let Some(pass) = &o.backend_password {
+                    let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                    if let Some(user) = &o.backend_user {
+                        args.push(user.as_bytes());
+                    }
+                    args.push(pass.as_bytes());
+                    let reply = c.call_redis(&args)?;
+                    if reply.is_error() {
+                        return Err(format!("AUTH refused: {}", frame_text(&reply)));
+                    }
+                }
+                let info = c.call_redis(&[&b"INFO"[..], b"server"])?;
+                let Frame::Bulk(text) = info else {
+                    return Err(format!(
+                        "INFO server answered {} (does the sidecar need --backend-password?)",
+                        frame_text(&info)
+                    ));
+                };
+                field(&text, "run_id:").ok_or("INFO server has no run_id")?
+            }
+            BackendKind::Memcached => {
+                let mut out = BytesMut::new();
+                out.extend_from_slice(b"stats\r\n");
+                c.send(&out)?;
+                match c.read_mc()? {
+                    McReply::Stats(stats) => stats
+                        .iter()
+                        .find(|(k, _)| &k[..] == b"pid")
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .ok_or("stats has no pid")?,
+                    other => return Err(format!("stats answered {other:?}")),
+                }
+            }
+        };
+        Ok((c, identity))
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| format!("write to backend: {e}"))
+    }
+
+    fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 64 << 10];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err("backend closed the connection".into()),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) => Err(format!("read from backend: {e}")),
+        }
+    }
+
+    /// Reads one RESP reply.
+    pub fn read_frame(&mut self) -> Result<Frame, String> {
+        loop {
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => self.fill()?,
+                Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
+            }
+        }
+    }
+
+    /// Reads one memcached reply.
+    pub fn read_mc(&mut self) -> Result<McReply, String> {
+        loop {
+            match self.replies.decode(&mut self.buf) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => self.fill()?,
+                Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
+            }
+        }
+    }
+
+    /// Sends one Redis command and reads its reply.
+    pub fn call_redis(&mut self, args: &[&[u8]]) -> Result<Frame, String> {
+        let mut out = BytesMut::new();
+        encode_request(args, &mut out);
+        self.send(&out)?;
+        self.read_frame()
+    }
+
+    /// A cheap round trip that proves the server is there.
+    fn ping(&mut self) -> Result<(), String> {
+        match self.kind {
+            BackendKind::Redis => self.call_redis(&[b"PING"]).map(|_| ()),
+            BackendKind::Memcached => {
+                self.send(b"mn\r\n")?;
+                self.read_mc().map(|_| ())
+            }
+        }
+    }
+}
+
+/// The text of a reply, for messages.
+pub fn frame_text(f: &Frame) -> String {
+    match f {
+        Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) | Frame::BulkError(b) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// The value of `name` in an INFO-style `name:value` text.
+fn field(text: &Bytes, name: &str) -> Option<String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+/// What to read back for one entry of a batch.
+enum Plan {
+    /// Nothing was sent (barrier, undecodable entry, aborted transaction).
+    Done(Option<Applied>),
+    /// Redis: `replies` replies, the client's at `client`.
+    Redis { replies: usize, client: usize },
+    /// memcached: one reply.
+    McOne,
+    /// memcached: replies up to the `MN` sent after the request.
+    McUntilNoop,
+}
+
+struct Applier {
+    shared: Arc<Shared>,
+    conn: Option<BackendConn>,
+    identity: Option<String>,
+    redis: RedisApplier,
+    out: BytesMut,
+    plans: Vec<(Plan, Option<u64>)>,
+}
+
+impl Applier {
+    fn new(shared: Arc<Shared>) -> Self {
+        Applier {
+            shared,
+            conn: None,
+            identity: None,
+            redis: RedisApplier::default(),
+            out: BytesMut::with_capacity(BATCH_BYTES),
+            plans: Vec::with_capacity(BATCH_ENTRIES),
+        }
+    }
+
+    fn run(mut self, committed: Receiver<Committed>) {
+        let mut batch: Vec<Committed> = Vec::with_capacity(BATCH_ENTRIES);
+        self.ensure_backend();
+        loop {
+            match committed.recv_timeout(IDLE_CHECK) {
+                Ok(c) => batch.push(c),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle_check();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let mut bytes = batch[0].payload.len();
+            while batch.len() < BATCH_ENTRIES && bytes < BATCH_BYTES {
+                match committed.try_recv() {
+                    Ok(c) => {
+                        bytes += c.payload.len();
+                        batch.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.apply(&batch);
+            batch.clear();
+        }
+    }
+
+    fn idle_check(&mut self) {
+        if self.shared.backend.state() == BackendState::OutOfStep {
+            return;
+        }
+        let ok = self.conn.as_mut().is_some_and(|c| c.ping().is_ok());
+        if !ok {
+            self.conn = None;
+            self.ensure_backend();
+        }
+    }
+
+    /// Connects if needed. Returns false when the backend is out of step.
+    fn ensure_backend(&mut self) -> bool {
+        let health = &self.shared.backend;
+        loop {
+            if health.state() == BackendState::OutOfStep {
+                return false;
+            }
+            if self.conn.is_some() {
+                return true;
+            }
+            match BackendConn::connect(&self.shared) {
+                Ok((c, identity)) => {
+                    if let Some(old) = &self.identity {
+                        if *old != identity {
+                            self.out_of_step(format!(
+                                "the backend restarted (identity {old} became {identity}) \
+                                 and lost the replicated data"
+                            ));
+                            return false;
+                        }
+                    }
+                    self.identity = Some(identity);
+                    self.redis.forget_connection();
+                    self.conn = Some(c);
+                    health.set(BackendState::Up, "connected");
+                    self.shared.metrics.backend_up.set(1);
+                    self.shared
+                        .replica
+                        .pause(self.shared.stopping.load(Ordering::Acquire));
+                    tracing::info!(backend = %self.shared.opts.backend, "backend connected");
+                    return true;
+                }
+                Err(e) => {
+                    if health.state() != BackendState::Down {
+                        tracing::error!(error = %e, "backend unreachable; stepping down");
+                        self.shared
+                            .metrics
+                            .backend_errors
+                            .with_label_values(&["connect"])
+                            .inc();
+                    }
+                    health.set(BackendState::Down, e);
+                    self.shared.metrics.backend_up.set(0);
+                    // A node that cannot apply must not lead.
+                    self.shared.replica.pause(true);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn out_of_step(&mut self, why: String) {
+        tracing::error!(reason = %why, "backend out of step with the log; not serving reads");
+        self.shared
+            .metrics
+            .backend_errors
+            .with_label_values(&["lost"])
+            .inc();
+        self.shared.metrics.backend_up.set(0);
+        self.shared.backend.set(BackendState::OutOfStep, why);
+        self.shared.replica.pause(true);
+        self.conn = None;
+    }
+
+    fn apply(&mut self, batch: &[Committed]) {
+        if !self.ensure_backend() {
+            let why = format!(
+                "committed, but this node's backend is out of step ({}); not applied here",
+                self.shared.backend.detail()
+            );
+            for c in batch {
+                if let Ok((h, _)) = payload::decode(&c.payload) {
+                    if h.origin == self.shared.opts.id {
+                        self.shared
+                            .pending
+                            .complete(h.tag, Applied::NotApplied(why.clone()));
+                    }
+                }
+            }
+            return;
+        }
+        self.out.clear();
+        self.plans.clear();
+        let me = self.shared.opts.id;
+        let kind = self.shared.opts.backend_kind;
+        for c in batch {
+            let (header, body) = match payload::decode(&c.payload) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(index = c.index, error = %e, "undecodable log entry skipped");
+                    self.plans.push((Plan::Done(None), None));
+                    continue;
+                }
+            };
+            let tag = (header.origin == me).then_some(header.tag);
+            if header.kind == Kind::Barrier {
+                self.plans.push((Plan::Done(Some(Applied::Barrier)), tag));
+                continue;
+            }
+            let entry = Entry::decode(&Bytes::copy_from_slice(body));
+            let plan = match (kind, entry) {
+                (BackendKind::Redis, Ok(Entry::Redis(e))) => {
+                    match self.redis.apply(c.index, &e, &mut self.out) {
+                        ApplyPlan::Send {
+                            replies,
+                            client_reply,
+                        } => Plan::Redis {
+                            replies,
+                            client: client_reply,
+                        },
+                        ApplyPlan::Aborted => Plan::Done(Some(Applied::Redis(Frame::NullArray))),
+                    }
+                }
+                (BackendKind::Memcached, Ok(Entry::Memcached(req))) => {
+                    let expect = McRequestDecoder::default()
+                        .decode(&mut BytesMut::from(&req[..]))
+                        .ok()
+                        .flatten()
+                        .map(|r| r.reply_expectation());
+                    self.out.extend_from_slice(&req);
+                    match expect {
+                        Some(ReplyExpectation::One) => Plan::McOne,
+                        _ => {
+                            // noreply and quiet requests: an `mn` after them
+                            // bounds whatever the server sends (an error
+                            // line despite noreply included).
+                            self.out.extend_from_slice(b"mn\r\n");
+                            Plan::McUntilNoop
+                        }
+                    }
+                }
+                (_, other) => {
+                    let why = match other {
+                        Err(e) => format!("undecodable entry: {e}"),
+                        Ok(_) => "an entry for another kind of backend".to_string(),
+                    };
+                    tracing::error!(index = c.index, reason = %why, "log entry skipped");
+                    Plan::Done(Some(Applied::NotApplied(why)))
+                }
+            };
+            self.plans.push((plan, tag));
+        }
+        if let Err(e) = self.exchange(batch) {
+            self.out_of_step(format!(
+                "the connection broke with entries {}..={} in flight: {e}",
+                batch[0].index,
+                batch[batch.len() - 1].index
+            ));
+            self.apply_failed(batch);
+        }
+    }
+
+    /// Sends the batch and reads every reply, delivering the origin's.
+    fn exchange(&mut self, batch: &[Committed]) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let Some(conn) = self.conn.as_mut() else {
+            return Err("no backend connection".into());
+        };
+        if !self.out.is_empty() {
+            conn.send(&self.out)?;
+        }
+        for (i, (plan, tag)) in self.plans.drain(..).enumerate() {
+            let applied = match plan {
+                Plan::Done(a) => a,
+                Plan::Redis { replies, client } => {
+                    let mut answer = None;
+                    for r in 0..replies {
+                        let f = conn.read_frame()?;
+                        if r == client {
+                            if f.is_error() {
+                                shared.metrics.apply_error_replies.inc();
+                            }
+                            answer = Some(f);
+                        } else if f.is_error() {
+                            tracing::warn!(index = batch[i].index, reply = %frame_text(&f),
+                                "backend refused a step of a replicated entry");
+                        }
+                    }
+                    answer.map(Applied::Redis)
+                }
+                Plan::McOne => {
+                    let r = conn.read_mc()?;
+                    if is_mc_error(&r) {
+                        shared.metrics.apply_error_replies.inc();
+                    }
+                    Some(Applied::Memcached(Some(r)))
+                }
+                Plan::McUntilNoop => {
+                    let mut last = None;
+                    loop {
+                        let r = conn.read_mc()?;
+                        if matches!(r, McReply::Meta(ref m) if m.status == MetaStatus::Mn) {
+                            break;
+                        }
+                        last = Some(r);
+                    }
+                    Some(Applied::Memcached(last))
+                }
+            };
+            shared.backend.set_applied(batch[i].index);
+            if let (Some(tag), Some(a)) = (tag, applied) {
+                shared.pending.complete(tag, a);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_failed(&mut self, batch: &[Committed]) {
+        let applied = self.shared.backend.applied();
+        let me = self.shared.opts.id;
+        for c in batch.iter().filter(|c| c.index > applied) {
+            if let Ok((h, _)) = payload::decode(&c.payload) {
+                if h.origin == me {
+                    self.shared.pending.complete(
+                        h.tag,
+                        Applied::NotApplied(
+                            "committed, but the backend connection broke while it was applied \
+                             here; the other replicas hold it"
+                                .into(),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn is_mc_error(r: &McReply) -> bool {
+    matches!(
+        r,
+        McReply::Error(_) | McReply::ClientError(_) | McReply::ServerError(_)
+    )
+}

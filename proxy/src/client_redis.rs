@@ -1,0 +1,432 @@
+//! One Redis client connection.
+//!
+//! Requests are decoded as they arrive and answered in order. Each
+//! request is rewritten by the connection's [`RedisSession`]:
+//! - writes are replicated (see [`crate::replicate`]); consecutive writes
+//!   are pipelined into Mu together;
+//! - reads and connection commands (AUTH, HELLO, CLIENT, ...) go to this
+//!   client's own connection to the local backend, in the client's
+//!   database, so per-connection state lives where Redis keeps it;
+//! - a read waits for every earlier write of the same connection, so a
+//!   client always reads its own writes;
+//! - refused commands get an error and change nothing anywhere.
+
+use crate::config::ReadPolicy;
+use crate::payload::Kind;
+use crate::pending::Applied;
+use crate::replicate::{self, WriteError};
+use crate::state::Shared;
+use bytes::{Bytes, BytesMut};
+use mu_protocols::resp::{encode_request, Frame, FrameDecoder, Request, RequestDecoder};
+use mu_protocols::rewrite::{Action, Context, RedisSession};
+use mu_protocols::table::{class_of, lookup, CommandClass};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Requests decoded before the replies of a batch are written.
+const MAX_BATCH: usize = 1024;
+
+/// One step of a pipelined batch.
+enum Step {
+    /// Answer known already.
+    Ready(Frame),
+    /// Replicate this entry (or barrier) and answer with the applied reply.
+    Write(Kind, Vec<u8>),
+    /// Serve on this client's backend connection in database `db`.
+    Local { req: Request, db: u32, read: bool },
+}
+
+impl Step {
+    fn is_write(&self) -> bool {
+        matches!(self, Step::Write(..))
+    }
+    fn is_local(&self) -> bool {
+        matches!(self, Step::Local { .. })
+    }
+}
+
+/// This client's own connection to the backend.
+struct LocalConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    frames: FrameDecoder,
+    db: u32,
+}
+
+impl LocalConn {
+    async fn connect(shared: &Shared) -> Result<LocalConn, String> {
+        let stream = TcpStream::connect(shared.opts.backend)
+            .await
+            .map_err(|e| format!("cannot reach the backend at {}: {e}", shared.opts.backend))?;
+        let _ = stream.set_nodelay(true);
+        Ok(LocalConn {
+            stream,
+            buf: BytesMut::with_capacity(16 << 10),
+            frames: FrameDecoder::default(),
+            db: 0,
+        })
+    }
+
+    async fn read_frame(&mut self) -> Result<Frame, String> {
+        loop {
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(format!("the backend sent a malformed reply: {e}")),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err("the backend closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading from the backend: {e}")),
+            }
+        }
+    }
+
+    /// Sends the requests (each in its database) and returns their replies.
+    async fn exchange(&mut self, reqs: &[(&Request, u32)]) -> Result<Vec<Frame>, String> {
+        let mut out = BytesMut::new();
+        // Per request: whether a SELECT precedes it.
+        let mut selects = Vec::with_capacity(reqs.len());
+        let mut db = self.db;
+        for (req, want) in reqs {
+            let select = *want != db;
+            if select {
+                encode_request(&[&b"SELECT"[..], want.to_string().as_bytes()], &mut out);
+                db = *want;
+            }
+            selects.push(select);
+            encode_request(&req.args, &mut out);
+        }
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("writing to the backend: {e}"))?;
+        let mut replies = Vec::with_capacity(reqs.len());
+        for ((req, want), select) in reqs.iter().zip(selects) {
+            if select {
+                let f = self.read_frame().await?;
+                if f.is_error() {
+                    // Not authenticated yet, most likely: the command's
+                    // own reply will say so too.
+                    self.db = u32::MAX;
+                } else {
+                    self.db = *want;
+                }
+            }
+            let f = self.read_frame().await?;
+            if req.name().eq_ignore_ascii_case(b"reset") {
+                self.db = 0;
+            }
+            replies.push(f);
+        }
+        Ok(replies)
+    }
+}
+
+/// Serves one client until it disconnects.
+pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
+    let _ = sock.set_nodelay(true);
+    let mut c = Client {
+        session: RedisSession::new(shared.opts.databases, shared.opts.trust_scripts),
+        backend: None,
+        authed: shared.opts.backend_password.is_none(),
+        out: BytesMut::with_capacity(16 << 10),
+        shared,
+    };
+    let (mut rd, mut wr) = sock.into_split();
+    let mut inbuf = BytesMut::with_capacity(16 << 10);
+    let mut decoder = RequestDecoder::default();
+    loop {
+        let mut reqs = Vec::new();
+        let mut broken = None;
+        while reqs.len() < MAX_BATCH {
+            match decoder.decode(&mut inbuf) {
+                Ok(Some(r)) => reqs.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        if reqs.is_empty() && broken.is_none() {
+            if rd.read_buf(&mut inbuf).await? == 0 {
+                return Ok(());
+            }
+            continue;
+        }
+        let quit = c.handle(reqs).await;
+        if let Some(e) = &broken {
+            Frame::error(format!("ERR Protocol error: {e}")).encode(&mut c.out);
+        }
+        wr.write_all(&c.out).await?;
+        c.out.clear();
+        if quit || broken.is_some() {
+            return Ok(());
+        }
+    }
+}
+
+struct Client {
+    shared: Arc<Shared>,
+    session: RedisSession,
+    backend: Option<LocalConn>,
+    /// False while the backend needs AUTH and this client has not passed it.
+    authed: bool,
+    out: BytesMut,
+}
+
+impl Client {
+    /// Handles a batch; returns true when the client asked to quit.
+    async fn handle(&mut self, reqs: Vec<Request>) -> bool {
+        let mut steps: Vec<Step> = Vec::new();
+        for req in reqs {
+            let name = req.name_lower();
+            if name == "quit" {
+                self.flush(&mut steps).await;
+                Frame::simple("OK").encode(&mut self.out);
+                return true;
+            }
+            // WATCH records the applied index: earlier writes first.
+            if name == "watch" {
+                self.flush(&mut steps).await;
+            }
+            let ctx = Context {
+                now_ms: now_ms(),
+                applied_index: self.shared.backend.applied(),
+            };
+            let step = match self.session.rewrite(&req, &ctx) {
+                Action::Reply(f) => Step::Ready(f),
+                Action::Refuse(r) => {
+                    self.count("refused", "refused");
+                    Step::Ready(r.to_frame())
+                }
+                Action::Replicate(entry) if !self.authed => {
+                    let _ = entry;
+                    self.count("write", "noauth");
+                    Step::Ready(Frame::error("NOAUTH Authentication required."))
+                }
+                Action::Replicate(entry) => Step::Write(Kind::Write, entry.to_bytes().to_vec()),
+                Action::Local => {
+                    if matches!(
+                        name.as_str(),
+                        "subscribe" | "psubscribe" | "ssubscribe" | "monitor"
+                    ) {
+                        self.count("local", "refused");
+                        Step::Ready(Frame::error(format!(
+                            "ERR mu-sidecar does not relay '{name}': subscribe to the \
+                             redis-server directly (published messages are replicated)"
+                        )))
+                    } else {
+                        let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
+                        Step::Local {
+                            req,
+                            db: self.session.db(),
+                            read,
+                        }
+                    }
+                }
+            };
+            let switch = match steps.iter().rev().find(|s| !matches!(s, Step::Ready(_))) {
+                Some(prev) => {
+                    (prev.is_write() && step.is_local()) || (prev.is_local() && step.is_write())
+                }
+                None => false,
+            };
+            if switch {
+                self.flush(&mut steps).await;
+            }
+            steps.push(step);
+        }
+        self.flush(&mut steps).await;
+        false
+    }
+
+    fn count(&self, class: &str, outcome: &str) {
+        self.shared
+            .metrics
+            .requests
+            .with_label_values(&[class, outcome])
+            .inc();
+    }
+
+    /// Executes the steps (all writes, or all local, plus ready answers)
+    /// and appends their replies in order.
+    async fn flush(&mut self, steps: &mut Vec<Step>) {
+        if steps.is_empty() {
+            return;
+        }
+        let taken = std::mem::take(steps);
+        let frames = if taken.iter().any(Step::is_write) {
+            self.run_writes(&taken).await
+        } else {
+            self.run_locals(&taken).await
+        };
+        let resp3 = self.session.protocol() == 3;
+        for f in frames {
+            let f = if resp3 && matches!(f, Frame::NullBulk | Frame::NullArray) {
+                Frame::Null
+            } else {
+                f
+            };
+            f.encode(&mut self.out);
+        }
+    }
+
+    async fn run_writes(&mut self, steps: &[Step]) -> Vec<Frame> {
+        let entries: Vec<(Kind, Vec<u8>)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Write(k, e) => Some((*k, e.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut results = replicate::run(&self.shared, entries).await.into_iter();
+        let mut frames = Vec::with_capacity(steps.len());
+        for s in steps {
+            frames.push(match s {
+                Step::Ready(f) => f.clone(),
+                Step::Write(..) => {
+                    let r = results
+                        .next()
+                        .unwrap_or(Err(WriteError::TryAgain("lost".into())));
+                    let (outcome, frame) = match r {
+                        Ok(Applied::Redis(f)) => ("ok", f),
+                        Ok(other) => (
+                            "error",
+                            Frame::error(format!(
+                                "ERR mu-sidecar: unexpected apply result {other:?}"
+                            )),
+                        ),
+                        Err(e) => (e.label(), Frame::error(e.redis_error())),
+                    };
+                    self.count("write", outcome);
+                    frame
+                }
+                Step::Local { .. } => Frame::error("ERR mu-sidecar: internal ordering error"),
+            });
+        }
+        frames
+    }
+
+    async fn run_locals(&mut self, steps: &[Step]) -> Vec<Frame> {
+        let shared = self.shared.clone();
+        let any_read = steps
+            .iter()
+            .any(|s| matches!(s, Step::Local { read: true, .. }));
+        // Reads are refused while this node's data cannot be trusted.
+        let refuse_reads = if any_read {
+            shared.reads_allowed().err()
+        } else {
+            None
+        };
+        let mut barrier_error = None;
+        if any_read && refuse_reads.is_none() && shared.opts.reads == ReadPolicy::Leader {
+            let r = replicate::run(&shared, vec![(Kind::Barrier, Vec::new())]).await;
+            if let Some(Err(e)) = r.into_iter().next() {
+                barrier_error = Some(e);
+            }
+        }
+        let mut batch: Vec<(&Request, u32)> = Vec::new();
+        for s in steps {
+            if let Step::Local { req, db, read } = s {
+                let blocked = *read && (refuse_reads.is_some() || barrier_error.is_some());
+                if !blocked {
+                    batch.push((req, *db));
+                }
+            }
+        }
+        let replies = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.local_exchange(&batch).await
+        };
+        let mut frames = Vec::with_capacity(steps.len());
+        let mut next = 0;
+        for s in steps {
+            let f = match s {
+                Step::Ready(f) => f.clone(),
+                Step::Write(..) => Frame::error("ERR mu-sidecar: internal ordering error"),
+                Step::Local { req, read, .. } => {
+                    let class = if *read { "read" } else { "local" };
+                    if let (true, Some(why)) = (*read, &refuse_reads) {
+                        self.count(class, "not_ready");
+                        Frame::error(format!("LOADING mu-sidecar: {why}"))
+                    } else if let (true, Some(e)) = (*read, &barrier_error) {
+                        self.count(class, e.label());
+                        Frame::error(e.redis_error())
+                    } else {
+                        let f = match &replies {
+                            Ok(v) => {
+                                let f = v.get(next).cloned().unwrap_or(Frame::NullBulk);
+                                next += 1;
+                                f
+                            }
+                            Err(e) => {
+                                Frame::error(format!("ERR mu-sidecar: backend unavailable: {e}"))
+                            }
+                        };
+                        self.count(class, if f.is_error() { "error" } else { "ok" });
+                        self.track_auth(req, &f);
+                        f
+                    }
+                }
+            };
+            frames.push(f);
+        }
+        frames
+    }
+
+    async fn local_exchange(&mut self, batch: &[(&Request, u32)]) -> Result<Vec<Frame>, String> {
+        if self.backend.is_none() {
+            self.backend = Some(LocalConn::connect(&self.shared).await?);
+        }
+        let conn = self.backend.as_mut().expect("connected above");
+        let r = conn.exchange(batch).await;
+        if r.is_err() {
+            // A broken connection loses the client's backend-side state
+            // (AUTH, CLIENT SETNAME, ...): start over, unauthenticated.
+            self.backend = None;
+            self.authed = self.shared.opts.backend_password.is_none();
+            self.shared
+                .metrics
+                .backend_errors
+                .with_label_values(&["io"])
+                .inc();
+        }
+        r
+    }
+
+    /// Follows AUTH / HELLO ... AUTH / RESET outcomes.
+    fn track_auth(&mut self, req: &Request, reply: &Frame) {
+        let name = req.name();
+        let authenticates = name.eq_ignore_ascii_case(b"auth")
+            || (name.eq_ignore_ascii_case(b"hello")
+                && req.args.iter().any(|a| a.eq_ignore_ascii_case(b"auth")));
+        if authenticates && !reply.is_error() {
+            self.authed = true;
+        } else if name.eq_ignore_ascii_case(b"reset") {
+            self.authed = self.shared.opts.backend_password.is_none();
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "expirations are wall-clock times"
+    )]
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Bytes of a frame.
+pub fn frame_bytes(f: &Frame) -> Bytes {
+    let mut b = BytesMut::new();
+    f.encode(&mut b);
+    b.freeze()
+}

@@ -1,0 +1,216 @@
+//! The Prometheus metrics a sidecar exports on `/metrics`.
+//!
+//! Labels take a handful of fixed values each (command class, outcome,
+//! role, error kind); no key, value or client address ever becomes a label.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by command class and outcome.
+    pub requests: IntCounterVec,
+    /// Time from a write's arrival to its reply being ready (replicated and
+    /// applied locally), seconds.
+    pub replication_latency: Histogram,
+    /// Replicated writes by outcome.
+    pub write_outcomes: IntCounterVec,
+    /// Log index up to which entries are known committed.
+    pub commit_index: IntGauge,
+    /// Last log index applied to the local backend.
+    pub applied_index: IntGauge,
+    /// Committed entries not yet applied to the local backend.
+    pub apply_lag: IntGauge,
+    /// 1 for the role this node plays now, 0 for the others.
+    pub role: IntGaugeVec,
+    /// The leader's node id as this node sees it (0: none).
+    pub leader: IntGauge,
+    /// Times the leader this node sees changed.
+    pub leader_changes: IntCounter,
+    /// Time without a known leader around each leader change, seconds.
+    pub failover: Histogram,
+    /// Times this node granted its log to a new leader.
+    pub permission_switches: IntGauge,
+    /// Failed fabric operations of this node's replica.
+    pub fabric_errors: IntGauge,
+    /// Backend errors by kind (connect, io, protocol, reply).
+    pub backend_errors: IntCounterVec,
+    /// 1 while the local backend is connected and in step with the log.
+    pub backend_up: IntGauge,
+    /// 1 while this node serves clients (see `/readyz`).
+    pub ready: IntGauge,
+    /// Writes this node forwarded to the leader, by outcome.
+    pub forwarded: IntCounterVec,
+    /// Writes other nodes forwarded to this one, by outcome.
+    pub forward_served: IntCounterVec,
+    /// Open client connections.
+    pub connections: IntGauge,
+    /// Client connections accepted since start.
+    pub connections_total: IntCounter,
+    /// Replicated entries whose backend reply was an error (the same on
+    /// every replica for a deterministic command).
+    pub apply_error_replies: IntCounter,
+    /// Peers this node's failure detector considers alive (itself included).
+    pub peers_alive: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// Creates and registers every metric; `id` becomes a constant label.
+    pub fn new(id: u8) -> Metrics {
+        let registry = Registry::new_custom(
+            Some("mu_sidecar".into()),
+            Some([("node".to_string(), id.to_string())].into()),
+        )
+        .expect("valid registry");
+        let r = &registry;
+        // 5 µs .. 2.6 s, doubling.
+        let latency = prometheus::exponential_buckets(5e-6, 2.0, 20).expect("valid buckets");
+        let failover = prometheus::exponential_buckets(1e-4, 2.0, 16).expect("valid buckets");
+        let role = IntGaugeVec::new(
+            Opts::new(
+                "role",
+                "1 for the role this node plays now, 0 for the others",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(role.clone())).expect("unique metric");
+        let m = Metrics {
+            requests: counter_vec(
+                r,
+                "requests_total",
+                "Client requests by command class (read, write, local, refused) and outcome",
+                &["class", "outcome"],
+            ),
+            replication_latency: histogram(
+                r,
+                "replication_latency_seconds",
+                "Time from a write's arrival to its reply: replicated, committed and applied locally",
+                latency,
+            ),
+            write_outcomes: counter_vec(
+                r,
+                "write_outcomes_total",
+                "Replicated writes by outcome (ok, tryagain, unknown, refused, backend)",
+                &["outcome"],
+            ),
+            commit_index: gauge(r, "commit_index", "Log index up to which entries are committed"),
+            applied_index: gauge(
+                r,
+                "applied_index",
+                "Last log index applied to the local backend",
+            ),
+            apply_lag: gauge(
+                r,
+                "apply_lag_entries",
+                "Committed entries not yet applied to the local backend",
+            ),
+            role,
+            leader: gauge(r, "leader", "The leader's node id as this node sees it (0: none)"),
+            leader_changes: counter(
+                r,
+                "leader_changes_total",
+                "Times the leader this node sees changed",
+            ),
+            failover: histogram(
+                r,
+                "failover_seconds",
+                "Time without a known leader around each leader change",
+                failover,
+            ),
+            permission_switches: gauge(
+                r,
+                "permission_switches",
+                "Times this node granted its log to a new leader (since start)",
+            ),
+            fabric_errors: gauge(
+                r,
+                "fabric_errors",
+                "Failed fabric operations of this node's replica (since start)",
+            ),
+            backend_errors: counter_vec(
+                r,
+                "backend_errors_total",
+                "Errors talking to the local backend, by kind (connect, io, protocol, lost)",
+                &["kind"],
+            ),
+            backend_up: gauge(
+                r,
+                "backend_up",
+                "1 while the local backend is connected and in step with the log",
+            ),
+            ready: gauge(r, "ready", "1 while this node serves clients (see /readyz)"),
+            forwarded: counter_vec(
+                r,
+                "forwarded_writes_total",
+                "Writes this node forwarded to the leader, by outcome",
+                &["outcome"],
+            ),
+            forward_served: counter_vec(
+                r,
+                "forward_served_total",
+                "Writes other nodes forwarded to this one, by outcome",
+                &["outcome"],
+            ),
+            connections: gauge(r, "connections", "Open client connections"),
+            connections_total: counter(
+                r,
+                "connections_total",
+                "Client connections accepted since start",
+            ),
+            apply_error_replies: counter(
+                r,
+                "apply_error_replies_total",
+                "Replicated entries whose backend reply was an error",
+            ),
+            peers_alive: gauge(
+                r,
+                "peers_alive",
+                "Group members this node's failure detector considers alive",
+            ),
+            registry,
+        };
+        for role in ["leader", "follower", "candidate"] {
+            m.role.with_label_values(&[role]).set(0);
+        }
+        m
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

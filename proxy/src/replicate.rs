@@ -1,0 +1,333 @@
+//! The write path: propose (here, or at the leader through the peer port),
+//! wait for the local applier, and say exactly what is known when that
+//! fails.
+//!
+//! One client's pipelined writes form a *run*: they are handed to Mu in
+//! order and their outcomes awaited in order. A write that was definitely
+//! not committed (no leader, leader changing, wrong node) is retried until
+//! the write deadline, but only together with every later write of its run
+//! that also failed: if a later write of the same connection already went
+//! through, the failed one is answered TRYAGAIN instead, so retries never
+//! reorder a client's writes. A write whose fate is unknown (its leader
+//! went silent after receiving it) is never proposed again; its client
+//! still gets the reply if the entry commits before the deadline.
+
+use crate::forward::ForwardError;
+use crate::payload::{self, Header, Kind};
+use crate::pending::Applied;
+use crate::state::Shared;
+use mu::{NodeId, ProposeError};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Why a write has no reply from the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// Not applied anywhere: the client may retry.
+    TryAgain(String),
+    /// May or may not have been applied: the client must check first.
+    Unknown(String),
+    /// Will never be applied (e.g. too large).
+    Refused(String),
+    /// Committed (so applied on the other replicas), but this node could
+    /// not apply it.
+    NotApplied(String),
+}
+
+impl WriteError {
+    /// The metric label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WriteError::TryAgain(_) => "tryagain",
+            WriteError::Unknown(_) => "unknown",
+            WriteError::Refused(_) => "refused",
+            WriteError::NotApplied(_) => "not_applied",
+        }
+    }
+
+    /// The RESP error for the client.
+    pub fn redis_error(&self) -> String {
+        match self {
+            WriteError::TryAgain(m) => format!("TRYAGAIN mu-sidecar: {m}; nothing was written"),
+            WriteError::Unknown(m) => format!(
+                "ERR mu-sidecar: outcome unknown ({m}); the write may have been applied, \
+                 check before retrying"
+            ),
+            WriteError::Refused(m) => format!("ERR mu-sidecar refuses the write: {m}"),
+            WriteError::NotApplied(m) => format!("ERR mu-sidecar: {m}"),
+        }
+    }
+
+    /// The memcached error line (after `SERVER_ERROR `).
+    pub fn memcached_error(&self) -> String {
+        match self {
+            WriteError::TryAgain(m) => format!("mu-sidecar: {m}; nothing was written, retry"),
+            WriteError::Unknown(m) => {
+                format!("mu-sidecar: outcome unknown ({m}); the write may have been applied")
+            }
+            WriteError::Refused(m) => format!("mu-sidecar refuses the write: {m}"),
+            WriteError::NotApplied(m) => format!("mu-sidecar: {m}"),
+        }
+    }
+}
+
+/// One write of a run, from registration to its reply.
+struct Write {
+    tag: u64,
+    reply: Option<oneshot::Receiver<Applied>>,
+    payload: Vec<u8>,
+}
+
+/// How one attempt to propose ended.
+enum Attempt {
+    /// Committed at this index.
+    Committed,
+    /// Definitely not committed; may be retried.
+    Retry(String, Option<NodeId>),
+    /// Definitely not committed; must not be retried.
+    Fail(WriteError),
+    /// Perhaps committed.
+    Uncertain(String),
+}
+
+enum Started {
+    Waiting(oneshot::Receiver<Result<u64, ProposeError>>, bool),
+    Done(Attempt),
+}
+
+/// Replicates the entries of one run (each a `mu-protocols` entry, or empty
+/// for a read barrier) and returns each one's outcome, in order.
+pub async fn run(
+    shared: &Shared,
+    entries: Vec<(Kind, Vec<u8>)>,
+) -> Vec<Result<Applied, WriteError>> {
+    let started = Instant::now();
+    let deadline = started + shared.opts.write_deadline();
+    let n = entries.len();
+    let mut results: Vec<Option<Result<Applied, WriteError>>> = vec![None; n];
+    let mut writes = Vec::with_capacity(n);
+    for (i, (kind, entry)) in entries.into_iter().enumerate() {
+        if shared.stopping.load(Ordering::Acquire) {
+            results[i] = Some(Err(WriteError::TryAgain(
+                "this sidecar is shutting down".into(),
+            )));
+        }
+        let (tag, reply) = shared.pending.register();
+        let header = Header {
+            origin: shared.opts.id,
+            kind,
+            tag,
+        };
+        let payload = payload::encode(header, &entry);
+        if payload.len() > shared.opts.max_entry as usize {
+            results[i] = Some(Err(WriteError::Refused(format!(
+                "the write needs {} bytes, over the limit of {} (--max-entry)",
+                payload.len(),
+                shared.opts.max_entry
+            ))));
+        }
+        writes.push(Write {
+            tag,
+            reply: Some(reply),
+            payload,
+        });
+    }
+    // Indices still to propose, always in client order.
+    let mut todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
+    let mut hint: Option<NodeId> = None;
+    let mut last_reason = String::from("no leader");
+    while !todo.is_empty() {
+        let target = hint.or_else(|| shared.status().and_then(|s| s.leader));
+        let mut started_attempts = Vec::with_capacity(todo.len());
+        for &i in &todo {
+            started_attempts.push(start(shared, target, &writes[i].payload).await);
+        }
+        let mut attempts = Vec::with_capacity(todo.len());
+        for s in started_attempts {
+            attempts.push(finish(s, deadline).await);
+        }
+        let first_retry = attempts
+            .iter()
+            .position(|a| matches!(a, Attempt::Retry(..)));
+        let suffix_retry = first_retry.is_some_and(|f| {
+            attempts[f..]
+                .iter()
+                .all(|a| matches!(a, Attempt::Retry(..)))
+        });
+        let mut next = Vec::new();
+        let mut new_hint = None;
+        for (k, a) in attempts.into_iter().enumerate() {
+            let i = todo[k];
+            match a {
+                Attempt::Committed => {
+                    results[i] = Some(await_apply(shared, &mut writes[i], None, deadline).await)
+                }
+                Attempt::Uncertain(why) => {
+                    results[i] =
+                        Some(await_apply(shared, &mut writes[i], Some(why), deadline).await)
+                }
+                Attempt::Fail(e) => results[i] = Some(Err(e)),
+                Attempt::Retry(why, leader) if suffix_retry => {
+                    last_reason = why;
+                    new_hint = new_hint.or(leader);
+                    next.push(i);
+                }
+                Attempt::Retry(why, _) => {
+                    results[i] = Some(Err(WriteError::TryAgain(format!(
+                        "{why}; a later write of this connection already went through, \
+                         so this one is not retried out of order"
+                    ))))
+                }
+            }
+        }
+        todo = next;
+        if todo.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for &i in &todo {
+                results[i] = Some(Err(WriteError::TryAgain(format!(
+                    "no leader accepted the write within {:?} ({last_reason})",
+                    shared.opts.write_deadline()
+                ))));
+            }
+            break;
+        }
+        // A fresh hint names the new leader: go there at once. Otherwise
+        // wait a little for the group to elect one.
+        if new_hint.is_none() || new_hint == target {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            hint = None;
+        } else {
+            hint = new_hint;
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut out = Vec::with_capacity(n);
+    for (w, r) in writes.iter().zip(results) {
+        let r = r.unwrap_or_else(|| Err(WriteError::TryAgain("not proposed".into())));
+        if r.is_err() {
+            shared.pending.cancel(w.tag);
+        }
+        let label = match &r {
+            Ok(_) => {
+                shared
+                    .metrics
+                    .replication_latency
+                    .observe(elapsed.as_secs_f64());
+                "ok"
+            }
+            Err(e) => e.label(),
+        };
+        shared
+            .metrics
+            .write_outcomes
+            .with_label_values(&[label])
+            .inc();
+        out.push(r);
+    }
+    out
+}
+
+/// Hands the payload to the leader (or, when this node leads or no leader
+/// is known, to the local replica, which says who leads).
+async fn start(shared: &Shared, target: Option<NodeId>, payload: &[u8]) -> Started {
+    let me = NodeId(shared.opts.id - 1);
+    match target {
+        Some(t) if t != me => match shared.forward.send(t, payload).await {
+            Ok(rx) => {
+                shared.metrics.forwarded.with_label_values(&["sent"]).inc();
+                Started::Waiting(rx, true)
+            }
+            Err(ForwardError::NotSent(why)) => {
+                shared
+                    .metrics
+                    .forwarded
+                    .with_label_values(&["unreachable"])
+                    .inc();
+                Started::Done(Attempt::Retry(why, None))
+            }
+        },
+        _ => {
+            let (tx, rx) = oneshot::channel();
+            shared.replica.submit(payload.to_vec(), move |r| {
+                let _ = tx.send(r);
+            });
+            Started::Waiting(rx, false)
+        }
+    }
+}
+
+async fn finish(s: Started, deadline: Instant) -> Attempt {
+    let (rx, forwarded) = match s {
+        Started::Done(a) => return a,
+        Started::Waiting(rx, f) => (rx, f),
+    };
+    let outcome = match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) if forwarded => {
+            return Attempt::Uncertain("the leader's sidecar went away after receiving it".into())
+        }
+        Ok(Err(_)) => return Attempt::Uncertain("the replica stopped".into()),
+        Err(_) => return Attempt::Uncertain("no outcome before the write deadline".into()),
+    };
+    match outcome {
+        Ok(_) => Attempt::Committed,
+        Err(ProposeError::NotLeader { leader }) => Attempt::Retry(
+            format!(
+                "not the leader (leader: {})",
+                leader.map_or("unknown".into(), |l| (l.0 + 1).to_string())
+            ),
+            leader,
+        ),
+        Err(ProposeError::LeaderChanging) => {
+            Attempt::Retry("leader change in progress".into(), None)
+        }
+        Err(ProposeError::LogFull { .. }) => Attempt::Retry("the log is full".into(), None),
+        Err(ProposeError::Superseded) => {
+            Attempt::Retry("a leader change replaced the proposal".into(), None)
+        }
+        Err(ProposeError::NeedsStateTransfer) => {
+            Attempt::Retry("the replica needs a state transfer".into(), None)
+        }
+        Err(ProposeError::TooLarge { len, max }) => Attempt::Fail(WriteError::Refused(format!(
+            "the write needs {len} bytes, over the log's entry limit of {max}"
+        ))),
+        Err(ProposeError::Unknown) => Attempt::Uncertain("the replica stopped".into()),
+    }
+}
+
+/// Waits until the local applier applied the write (committed) or, for an
+/// uncertain one, until the deadline.
+async fn await_apply(
+    shared: &Shared,
+    w: &mut Write,
+    uncertain: Option<String>,
+    deadline: Instant,
+) -> Result<Applied, WriteError> {
+    let Some(rx) = w.reply.take() else {
+        return Err(WriteError::Unknown("awaited twice".into()));
+    };
+    // A committed write is applied within microseconds unless the backend
+    // is away; give it at least a few seconds of its own.
+    let limit = if uncertain.is_some() {
+        deadline
+    } else {
+        deadline.max(Instant::now() + Duration::from_secs(5))
+    };
+    match tokio::time::timeout_at(limit, rx).await {
+        Ok(Ok(Applied::NotApplied(why))) => Err(WriteError::NotApplied(why)),
+        Ok(Ok(a)) => Ok(a),
+        _ => match uncertain {
+            Some(why) => Err(WriteError::Unknown(why)),
+            None => Err(WriteError::NotApplied(format!(
+                "the write is committed (the other replicas apply it) but this node's \
+                 backend has not applied it yet (backend {}: {})",
+                shared.backend.state().name(),
+                shared.backend.detail()
+            ))),
+        },
+    }
+}

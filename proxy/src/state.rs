@@ -1,0 +1,164 @@
+//! What every part of one sidecar shares.
+
+use crate::config::Options;
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::pending::Pending;
+use mu::core::{RoleKind, Status};
+use mu::Replica;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The local backend as the applier sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Not connected yet.
+    Connecting = 0,
+    /// Connected and in step with the log.
+    Up = 1,
+    /// Unreachable; nothing was lost, entries wait until it returns.
+    Down = 2,
+    /// Reachable but no longer in step with the log: it restarted (and lost
+    /// what it held), or the connection broke while entries were in flight
+    /// so whether they were applied is unknown. It needs a state transfer;
+    /// the node does not serve reads from it.
+    OutOfStep = 3,
+}
+
+impl BackendState {
+    /// Lower-case name for `/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Connecting => "connecting",
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::OutOfStep => "out-of-step",
+        }
+    }
+}
+
+/// The backend's state, applied index and the reason of its last change.
+#[derive(Debug, Default)]
+pub struct BackendHealth {
+    state: AtomicU8,
+    applied: AtomicU64,
+    detail: Mutex<String>,
+}
+
+impl BackendHealth {
+    /// Current state.
+    pub fn state(&self) -> BackendState {
+        match self.state.load(Ordering::Acquire) {
+            1 => BackendState::Up,
+            2 => BackendState::Down,
+            3 => BackendState::OutOfStep,
+            _ => BackendState::Connecting,
+        }
+    }
+
+    /// Sets the state and why.
+    pub fn set(&self, state: BackendState, detail: impl Into<String>) {
+        *self.detail.lock().unwrap_or_else(|e| e.into_inner()) = detail.into();
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Why the state is what it is.
+    pub fn detail(&self) -> String {
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Last log index applied to the backend.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Records that entries up to `index` were applied.
+    pub fn set_applied(&self, index: u64) {
+        self.applied.store(index, Ordering::Release);
+    }
+}
+
+/// One sidecar's shared state.
+#[derive(Debug)]
+pub struct Shared {
+    /// The options it was started with.
+    pub opts: Options,
+    /// Its Mu replica.
+    pub replica: Arc<Replica>,
+    /// Writes waiting to be applied.
+    pub pending: Pending,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The local backend.
+    pub backend: BackendHealth,
+    /// Connections to the other sidecars' peer ports.
+    pub forward: Forwarder,
+    /// Set on SIGTERM: no new writes, the node steps down.
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// The replica's latest status.
+    pub fn status(&self) -> Option<Status> {
+        self.replica.status()
+    }
+
+    /// True when this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.status().is_some_and(|s| s.role == RoleKind::Leader)
+    }
+
+    /// Whether this node serves clients, and if not why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        match self.backend.state() {
+            BackendState::Up => {}
+            s => return Err(format!("backend {}: {}", s.name(), self.backend.detail())),
+        }
+        let Some(st) = self.status() else {
+            return Err("replica starting".into());
+        };
+        if st.needs_state_transfer {
+            return Err("behind the recycled log: needs a state transfer".into());
+        }
+        if st.recovering {
+            return Err("rejoining: catching up with the log".into());
+        }
+        if st.leader.is_none() {
+            return Err("no leader".into());
+        }
+        let applied = self.backend.applied();
+        if applied + 1 < st.commit {
+            return Err(format!(
+                "catching up: applied {applied} of {} committed",
+                st.commit.saturating_sub(1)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether local reads may be served now, and if not why (the backend
+    /// lost its data or the node has not caught up yet).
+    pub fn reads_allowed(&self) -> Result<(), String> {
+        match self.backend.state() {
+            BackendState::OutOfStep => Err(format!(
+                "this node's backend is out of step with the log ({}); it needs a state transfer",
+                self.backend.detail()
+            )),
+            BackendState::Down | BackendState::Connecting => {
+                Err(format!("backend unreachable: {}", self.backend.detail()))
+            }
+            BackendState::Up => match self.status() {
+                Some(st) if st.recovering || st.needs_state_transfer => {
+                    Err("this node is catching up with the log".into())
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
