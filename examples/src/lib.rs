@@ -366,6 +366,27 @@ pub fn run_standalone(
     }))
 }
 
+/// Sorts `samples` (ns) and describes them as the latency tools print
+/// them: `N samples of S bytes, T outstanding: p50 .. ns, p90 .., p99 ..,
+/// p99.9 .. ns`.
+pub fn percentiles_line(samples: &mut [u64], size: u32, outstanding: u32) -> String {
+    samples.sort_unstable();
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    format!(
+        "{} samples of {size} bytes, {outstanding} outstanding: p50 {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns",
+        samples.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+    )
+}
+
 /// A payload of `len` random bytes.
 pub fn random_payload(len: u32) -> Vec<u8> {
     (0..len).map(|_| rand::random::<u8>()).collect()

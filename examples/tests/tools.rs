@@ -1,7 +1,8 @@
 //! The artifact's tools end to end: `main-st` and `main-st-lat` launch a
 //! 3-process group over each real fabric, replicate, and print the
 //! artifact's lines; `mu-pause` reaches a running replica's fifo and fails
-//! clearly when there is none.
+//! clearly when there is none; `mu-floor` and `mu-failover` print their
+//! figures.
 
 use std::process::{Command, Stdio};
 
@@ -130,4 +131,42 @@ fn mu_pause_reaches_a_running_replica_and_fails_clearly_without_one() {
     node.kill().unwrap();
     node.wait().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mu_floor_measures_both_floors() {
+    for (floor, name) in [
+        ("tcp", "loopback TCP ping-pong"),
+        ("shm", "shared-memory ping"),
+    ] {
+        let (ok, out, err) = run(
+            env!("CARGO_BIN_EXE_mu-floor"),
+            &[floor, "64", "--count", "200"],
+        );
+        assert!(ok, "{floor}: {out}{err}");
+        assert!(
+            out.starts_with(&format!("{name}: 200 samples of 64 bytes")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn mu_failover_reports_each_fault_and_the_distribution() {
+    for fault in ["kill", "pause"] {
+        let (ok, out, err) = run(
+            env!("CARGO_BIN_EXE_mu-failover"),
+            &[
+                "--fault",
+                fault,
+                "--runs",
+                "2",
+                "--node-bin",
+                env!("CARGO_BIN_EXE_mu-node"),
+            ],
+        );
+        assert!(ok, "{fault}: {out}{err}");
+        assert_eq!(out.matches(" after the fault").count(), 2, "{out}");
+        assert!(out.contains(" runs (heartbeat 1000 µs"), "{out}");
+    }
 }

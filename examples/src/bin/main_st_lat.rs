@@ -5,7 +5,7 @@
 //! percentiles.
 
 use clap::Parser;
-use mu_examples::{launch, run_standalone, NodeArgs};
+use mu_examples::{launch, percentiles_line, run_standalone, NodeArgs};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -76,17 +76,9 @@ fn run(cli: &Cli) -> Result<(), String> {
         writeln!(f, "{s}").map_err(|e| e.to_string())?;
     }
     f.flush().map_err(|e| e.to_string())?;
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     println!(
-        "{} samples of {} bytes, {} outstanding: p50 {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns; written to {}",
-        samples.len(),
-        cli.payload_size,
-        threads,
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(0.999),
+        "{}; written to {}",
+        percentiles_line(samples, cli.payload_size, threads),
         path.display()
     );
     m.finish(cli.count)

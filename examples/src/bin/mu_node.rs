@@ -63,9 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
+    let node = start_node(&cli.node, cli.id, cli.max_payload)?;
+    // The rest of `node` (its pause fifo) lives until the end of `run`.
     let Node {
         replica, committed, ..
-    } = start_node(&cli.node, cli.id, cli.max_payload)?;
+    } = node;
     let stop = Arc::new(AtomicBool::new(false));
     let print_applied = cli.print_applied;
     spawn("mu-node-apply", move || {
@@ -150,9 +152,15 @@ fn propose_when_leading(replica: &Replica, payload: &[u8], stop: &AtomicBool) {
                 }
             }
             Err(ProposeError::LeaderChanging) | Err(ProposeError::LogFull { .. }) => {
-                std::thread::yield_now();
+                // Let the replicas, which share the cores, finish the change.
+                std::thread::sleep(Duration::from_micros(20));
             }
-            Err(_) => leading = false,
+            Err(e) => {
+                if std::env::var_os("MU_NODE_DEBUG").is_some() {
+                    eprintln!("DBG {e} {:?}", replica.status());
+                }
+                leading = false;
+            }
         }
     }
 }
