@@ -6,6 +6,7 @@
 //! mu-fabric-peer paused-writer --fabric shm --group N --node W --target T --shm-dir DIR --shm-group NAME
 //! mu-fabric-peer serve --fabric tcp --group N --node W --peers A0,A1,...
 //! mu-fabric-peer paused-writer --fabric rdma --group N --node W --target T --peers A0,A1,... --rdma-device DEV [--gid-index G]
+//! mu-fabric-peer replica --fabric tcp|shm|rdma --group N --node W ...(as above)
 //! mu-fabric-peer latency
 //! ```
 //!
@@ -19,6 +20,9 @@
 //! (built with feature `rdma`). Exit code
 //! 64 on bad arguments.
 //!
+//! `replica` runs a whole replica on the fabric, driven through stdin
+//! (see `replica.rs`: propose, bench; reports status and applied entries).
+//!
 //! `latency` measures, in this process, the time from posting a write or
 //! read to polling its completion on the `tcp` (loopback) and `shm`
 //! (/dev/shm) fabrics for several sizes beside a raw loopback TCP
@@ -27,6 +31,7 @@
 //! prints one line per figure.
 
 mod latency;
+mod replica;
 
 use mu::fabric::conformance::{paused_writer_child, suite_layout};
 use mu::fabric::shm::{ShmConfig, ShmEndpoint, DEFAULT_LEASE_TIMEOUT};
@@ -61,8 +66,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    if role != "paused-writer" && role != "serve" {
-        return usage("the role is paused-writer or serve");
+    if role != "paused-writer" && role != "serve" && role != "replica" {
+        return usage("the role is paused-writer, serve, replica or latency");
     }
     let mut flags = HashMap::new();
     for pair in args[1..].chunks(2) {
@@ -80,7 +85,7 @@ fn main() -> ExitCode {
             .parse()
             .map_err(|e| format!("--{k}: {e}"))
     };
-    let target = if role == "serve" {
+    let target = if role != "paused-writer" {
         Ok(0)
     } else {
         num("target")
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
             };
             match TcpEndpoint::start(config) {
                 Ok(f) if role == "serve" => serve(f),
+                Ok(f) if role == "replica" => replica::run(f, node, n),
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             };
             match ShmEndpoint::create(config) {
                 Ok(f) if role == "serve" => serve(f),
+                Ok(f) if role == "replica" => replica::run(f, node, n),
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
             };
             match mu::fabric::rdma::RdmaEndpoint::start(config) {
                 Ok(f) if role == "serve" => serve(f),
+                Ok(f) if role == "replica" => replica::run(f, node, n),
                 Ok(f) => paused_writer_child(f, target),
                 Err(e) => return usage(&e.to_string()),
             }

@@ -28,6 +28,9 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
+/// An operation gets one more operation timeout per this many bytes.
+const TIMEOUT_BYTES: u64 = 256 << 10;
+
 /// Log plane: writes into the peer's log area.
 pub(super) const LOG: usize = 0;
 /// Control plane: reads, and writes outside the log area.
@@ -115,7 +118,8 @@ pub(super) struct Link {
     state: State,
     /// Set by the first failed completion since the link came up.
     broken: Option<OpError>,
-    inflight: [VecDeque<OpId>; 2],
+    /// Per plane: the operations posted and not completed, with their lengths.
+    inflight: [VecDeque<(OpId, u64)>; 2],
     /// When the oldest operation in flight last saw progress.
     since: Instant,
     queue: VecDeque<Queued>,
@@ -167,7 +171,7 @@ impl Link {
 
     /// Handles one completion of this link's queue pair `plane`.
     pub(super) fn complete(&mut self, plane: usize, wc: WorkCompletion, out: &mut Vec<Completion>) {
-        let Some(op) = self.inflight[plane].pop_front() else {
+        let Some((op, _)) = self.inflight[plane].pop_front() else {
             return;
         };
         self.since = clock();
@@ -203,7 +207,7 @@ impl Link {
                 }
             }
         }
-        if self.broken.is_none() && !self.idle() && self.since.elapsed() > self.options.op_timeout {
+        if self.broken.is_none() && self.overdue() {
             // The peer does not answer: flush the work and reconnect.
             self.broken = Some(OpError::Unreachable);
             for qp in &mut self.qps {
@@ -217,6 +221,20 @@ impl Link {
             };
         }
         self.issue(out);
+    }
+
+    /// True when the oldest operation in flight waited longer than the
+    /// operation timeout allows for its size: one timeout, plus one per
+    /// [`TIMEOUT_BYTES`] it carries.
+    fn overdue(&self) -> bool {
+        let oldest = self.inflight[LOG]
+            .front()
+            .or_else(|| self.inflight[CTL].front());
+        let Some(&(_, len)) = oldest else {
+            return false;
+        };
+        let allowance = self.options.op_timeout * (1 + (len / TIMEOUT_BYTES) as u32);
+        self.since.elapsed() > allowance
     }
 
     fn idle(&self) -> bool {
@@ -284,7 +302,7 @@ impl Link {
                         if self.idle() {
                             self.since = clock();
                         }
-                        self.inflight[plane].push_back(op);
+                        self.inflight[plane].push_back((op, len));
                     } else {
                         // The queue pair refused the work (e.g. it is in the
                         // error state): treat it as a failed completion.

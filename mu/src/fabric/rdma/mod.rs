@@ -96,10 +96,12 @@ use verbs::{
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Default bound on waiting for the oldest operation in flight to a peer.
 /// The RC transport gives up on a silent peer by itself (ack timeout 14 ≈
-/// 67 ms, 7 retries), but Soft-RoCE does not always report that, so the
-/// link enforces its own bound: generous for a 1 MiB write on an emulated
-/// device, short beside an operator's patience.
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// 67 ms, 7 retries), but Soft-RoCE was seen not to report that within
+/// seconds, so the link enforces its own bound: short enough that a
+/// replica reading a dead leader's heartbeat learns of it quickly, and
+/// extended by one timeout per 256 KiB an operation carries (a 1 MiB
+/// write on an emulated device with retransmissions took over 0.5 s).
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default pause after a failed connection attempt; operations posted in
 /// it fail at once.
 pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
@@ -115,8 +117,9 @@ pub const DEFAULT_MAX_INLINE: u32 = 256;
 pub struct RdmaOptions {
     /// Bound on a control exchange.
     pub connect_timeout: Duration,
-    /// Bound on waiting for the oldest operation in flight to a peer; past
-    /// it the link fails its work with `Unreachable` and reconnects.
+    /// Bound on waiting for the oldest operation in flight to a peer (one
+    /// more per 256 KiB it carries); past it the link fails its work with
+    /// `Unreachable` and reconnects.
     pub op_timeout: Duration,
     /// Pause between failed connection attempts.
     pub reconnect_backoff: Duration,
