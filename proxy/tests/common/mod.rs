@@ -1,0 +1,568 @@
+//! Test support: real redis-server / memcached processes and sidecars on
+//! free loopback ports, killed when the test ends; a small blocking RESP
+//! and memcached client.
+
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use mu_protocols::memcached::{McReply, McReplyDecoder};
+use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port. Ports come from below the kernel's ephemeral
+/// range (32768 and up), from a counter per test process, so a port handed
+/// out here is not also picked by the kernel for someone's outgoing
+/// connection or `bind(0)` between our check and its use.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 400) * 30;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + n % 12_000) as u16;
+        let port = if port >= 32_000 { port - 12_000 } else { port };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A loopback address with a free port.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Polls `f` every millisecond until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn which(program: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = PathBuf::from(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{program} is not installed: run `sudo apt-get install -y {package}` \
+         (scripts/install-deps.sh installs everything the tests need)"
+    );
+}
+
+/// A child process killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process must be continued to die promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// Which server a cluster fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Memcached,
+}
+
+/// Starts a backend on a free port and waits until it answers.
+pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let child = match kind {
+        Kind::Redis => Command::new(which("redis-server", "redis-server"))
+            .args([
+                "--port",
+                &addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn(),
+        Kind::Memcached => Command::new(which("memcached", "memcached"))
+            .args(["-l", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "0"])
+            .arg("-u")
+            .arg("root")
+            .stdout(Stdio::null())
+            .spawn(),
+    }
+    .expect("the backend starts");
+    let p = Proc {
+        child: Some(child),
+        name: format!("{kind:?} on {addr}"),
+    };
+    wait_for(Duration::from_secs(10), "the backend to listen", || {
+        TcpStream::connect(addr).ok()
+    });
+    (p, addr)
+}
+
+/// One sidecar of a test cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub id: u8,
+    pub proc: Proc,
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub backend: SocketAddr,
+    pub backend_proc: Proc,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+}
+
+/// A group of sidecars, each in front of its own backend.
+#[derive(Debug)]
+pub struct Cluster {
+    pub kind: Kind,
+    pub nodes: Vec<Node>,
+    pub dir: PathBuf,
+}
+
+/// A unique temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "mu-sidecar-test-{tag}-{}-{}",
+        std::process::id(),
+        rand_u32()
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    u32::from_le_bytes(b)
+}
+
+impl Cluster {
+    /// Starts `n` backends and sidecars over `fabric` (`tcp` or `shm`),
+    /// with extra sidecar flags, and waits until every node is ready.
+    pub fn start(kind: Kind, n: u8, fabric: &str, extra: &[&str]) -> Cluster {
+        let dir = temp_dir(fabric);
+        let peers: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
+        let forward: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
+        let group = format!("t{}", rand_u32());
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let (backend_proc, backend) = start_backend(kind);
+            let listen = free_addr();
+            let http = free_addr();
+            let mut args: Vec<String> = vec![
+                "--id".into(),
+                id.to_string(),
+                "--nodes".into(),
+                n.to_string(),
+                "--backend-kind".into(),
+                match kind {
+                    Kind::Redis => "redis".into(),
+                    Kind::Memcached => "memcached".into(),
+                },
+                "--backend".into(),
+                backend.to_string(),
+                "--listen".into(),
+                listen.to_string(),
+                "--http".into(),
+                http.to_string(),
+                "--fabric".into(),
+                fabric.into(),
+                "--peers".into(),
+                peers.join(","),
+                "--forward-peers".into(),
+                forward.join(","),
+                "--group".into(),
+                group.clone(),
+                "--shm-dir".into(),
+                dir.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let log = dir.join(format!("sidecar-{id}.log"));
+            let proc = spawn_sidecar(&args, &log, id);
+            nodes.push(Node {
+                id,
+                proc,
+                listen,
+                http,
+                backend,
+                backend_proc,
+                args,
+                log,
+            });
+        }
+        let c = Cluster { kind, nodes, dir };
+        for i in 0..c.nodes.len() {
+            c.wait_ready(i, Duration::from_secs(30));
+        }
+        c
+    }
+
+    /// Waits until node `i` (0-based) answers /readyz with 200.
+    pub fn wait_ready(&self, i: usize, limit: Duration) {
+        let node = &self.nodes[i];
+        let until = Instant::now() + limit;
+        loop {
+            if let Some((200, _)) = http_get(node.http, "/readyz") {
+                return;
+            }
+            if Instant::now() > until {
+                panic!(
+                    "node {} not ready after {limit:?}: {:?}\nlog:\n{}",
+                    node.id,
+                    http_get(node.http, "/readyz"),
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The /status JSON of node `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let (code, body) = http_get(self.nodes[i].http, "/status")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// The leader's index (0-based) as node `i` sees it.
+    pub fn leader_seen_by(&self, i: usize) -> Option<usize> {
+        let s = self.status(i)?;
+        let l = s["leader"].as_u64()?;
+        (s["role"] == "leader" || l != self.nodes[i].id as u64).then_some(())?;
+        Some(l as usize - 1)
+    }
+
+    /// The node (0-based) every live node agrees leads.
+    pub fn wait_leader(&self, live: &[usize], limit: Duration) -> usize {
+        wait_for(limit, "one agreed leader", || {
+            let mut seen = None;
+            for &i in live {
+                let s = self.status(i)?;
+                let l = s["leader"].as_u64()? as usize - 1;
+                if seen.is_some_and(|x| x != l) {
+                    return None;
+                }
+                seen = Some(l);
+            }
+            let l = seen?;
+            (self.status(l)?["role"] == "leader").then_some(l)
+        })
+    }
+
+    /// Waits until every listed node applied at least `index`.
+    pub fn wait_applied(&self, live: &[usize], index: u64, limit: Duration) {
+        wait_for(limit, "every node to apply", || {
+            live.iter()
+                .all(|&i| {
+                    self.status(i)
+                        .and_then(|s| s["backend_applied_index"].as_u64())
+                        .is_some_and(|a| a >= index)
+                })
+                .then_some(())
+        });
+    }
+
+    /// The highest commit index any listed node reports.
+    pub fn commit_index(&self, live: &[usize]) -> u64 {
+        live.iter()
+            .filter_map(|&i| self.status(i)?["commit_index"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The sidecar logs, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- sidecar {} ---\n{}",
+                    n.id,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.proc.kill();
+            n.backend_proc.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts a sidecar with `args`, logging to `log`.
+pub fn spawn_sidecar(args: &[String], log: &PathBuf, id: u8) -> Proc {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_mu-sidecar"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .expect("mu-sidecar starts");
+    Proc {
+        child: Some(child),
+        name: format!("sidecar {id}"),
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+/// A blocking RESP client.
+#[derive(Debug)]
+pub struct RespClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    frames: FrameDecoder,
+}
+
+impl RespClient {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<RespClient> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(RespClient {
+            stream,
+            buf: BytesMut::new(),
+            frames: FrameDecoder::default(),
+        })
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one reply.
+    pub fn read(&mut self) -> std::io::Result<Frame> {
+        loop {
+            if let Some(f) = self
+                .frames
+                .decode(&mut self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                return Ok(f);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> std::io::Result<Frame> {
+        let mut out = BytesMut::new();
+        encode_request(args, &mut out);
+        self.stream.write_all(&out)?;
+        self.read()
+    }
+
+    /// Like `call`, panicking on I/O errors.
+    pub fn cmd(&mut self, args: &[&str]) -> Frame {
+        self.call(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Sends several commands at once, then reads every reply.
+    pub fn pipeline(&mut self, cmds: &[Vec<String>]) -> std::io::Result<Vec<Frame>> {
+        let mut out = BytesMut::new();
+        for c in cmds {
+            encode_request(c, &mut out);
+        }
+        self.stream.write_all(&out)?;
+        cmds.iter().map(|_| self.read()).collect()
+    }
+}
+
+/// A blocking memcached client (text protocol).
+#[derive(Debug)]
+pub struct McClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    replies: McReplyDecoder,
+}
+
+impl McClient {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<McClient> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(McClient {
+            stream,
+            buf: BytesMut::new(),
+            replies: McReplyDecoder::default(),
+        })
+    }
+
+    /// Sends a raw request and reads one reply.
+    pub fn call(&mut self, raw: &[u8]) -> std::io::Result<McReply> {
+        self.stream.write_all(raw)?;
+        self.read()
+    }
+
+    /// Reads one reply.
+    pub fn read(&mut self) -> std::io::Result<McReply> {
+        loop {
+            if let Some(r) = self
+                .replies
+                .decode(&mut self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?
+            {
+                return Ok(r);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The text of a simple, error or bulk reply.
+pub fn text(f: &Frame) -> String {
+    match f {
+        Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) => String::from_utf8_lossy(b).into(),
+        Frame::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A value in a form that is equal when the data is (sets and hashes
+/// sorted: their internal order depends on each server's hash seed).
+fn canonical_value(c: &mut RespClient, key: &str, ty: &str) -> Vec<String> {
+    let items = |f: Frame| match f {
+        Frame::Array(v) => v.iter().map(text).collect::<Vec<_>>(),
+        other => vec![text(&other)],
+    };
+    match ty {
+        "string" => vec![text(&c.cmd(&["GET", key]))],
+        "list" => items(c.cmd(&["LRANGE", key, "0", "-1"])),
+        "zset" => items(c.cmd(&["ZRANGE", key, "0", "-1", "WITHSCORES"])),
+        "set" => {
+            let mut v = items(c.cmd(&["SMEMBERS", key]));
+            v.sort();
+            v
+        }
+        "hash" => {
+            let flat = items(c.cmd(&["HGETALL", key]));
+            let mut pairs: Vec<String> = flat.chunks(2).map(|p| p.join("=")).collect();
+            pairs.sort();
+            pairs
+        }
+        _ => match c.cmd(&["DUMP", key]) {
+            Frame::Bulk(b) => vec![format!("{b:?}")],
+            other => panic!("DUMP {key} answered {other:?}"),
+        },
+    }
+}
+
+/// Everything a Redis backend holds, per database: key → (type, value,
+/// absolute expiry in ms or -1).
+pub fn redis_snapshot(addr: SocketAddr) -> Vec<(u32, String, String, Vec<String>, i64)> {
+    let mut c = RespClient::connect(addr).expect("backend connects");
+    let mut all = Vec::new();
+    for db in 0..16u32 {
+        c.cmd(&["SELECT", &db.to_string()]);
+        let keys = match c.cmd(&["KEYS", "*"]) {
+            Frame::Array(k) => k,
+            other => panic!("KEYS answered {other:?}"),
+        };
+        for k in keys {
+            let key = text(&k);
+            let ty = text(&c.cmd(&["TYPE", &key]));
+            let value = canonical_value(&mut c, &key, &ty);
+            let exp = match c.cmd(&["PEXPIRETIME", &key]) {
+                Frame::Integer(i) => i,
+                other => panic!("PEXPIRETIME answered {other:?}"),
+            };
+            all.push((db, key, ty, value, exp));
+        }
+    }
+    all.sort();
+    all
+}
