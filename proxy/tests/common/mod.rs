@@ -127,11 +127,17 @@ pub enum Kind {
 /// Starts a backend on a free port and waits until it answers.
 pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
     let addr = free_addr();
+    (start_backend_on(kind, addr), addr)
+}
+
+/// Starts a backend on `addr` and waits until it answers.
+pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
+    let port = addr.port().to_string();
     let child = match kind {
         Kind::Redis => Command::new(which("redis-server", "redis-server"))
             .args([
                 "--port",
-                &addr.port().to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -142,9 +148,7 @@ pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
             .stdout(Stdio::null())
             .spawn(),
         Kind::Memcached => Command::new(which("memcached", "memcached"))
-            .args(["-l", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "0"])
-            .arg("-u")
-            .arg("root")
+            .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
             .stdout(Stdio::null())
             .spawn(),
     }
@@ -156,7 +160,7 @@ pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
     wait_for(Duration::from_secs(10), "the backend to listen", || {
         TcpStream::connect(addr).ok()
     });
-    (p, addr)
+    p
 }
 
 /// One sidecar of a test cluster.
