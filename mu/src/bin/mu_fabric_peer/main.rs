@@ -8,6 +8,7 @@
 //! mu-fabric-peer paused-writer --fabric rdma --group N --node W --target T --peers A0,A1,... --rdma-device DEV [--gid-index G]
 //! mu-fabric-peer replica --fabric tcp|shm|rdma --group N --node W ...(as above)
 //! mu-fabric-peer latency
+//! mu-fabric-peer rdma-latency DEVICE_A DEVICE_B [GID_INDEX]
 //! ```
 //!
 //! Each joins the group as node `W` with the suite's region layout.
@@ -23,6 +24,10 @@
 //! `replica` runs a whole replica on the fabric, driven through stdin
 //! (see `replica.rs`: propose, bench; reports status and applied entries).
 //!
+//! `rdma-latency` (feature `rdma`) measures the `rdma` fabric from a node
+//! on `DEVICE_A` to one on `DEVICE_B`: writes and reads, post to
+//! completion, and the duration of a grant (`rdma_latency.rs`).
+//!
 //! `latency` measures, in this process, the time from posting a write or
 //! read to polling its completion on the `tcp` (loopback) and `shm`
 //! (/dev/shm) fabrics for several sizes beside a raw loopback TCP
@@ -31,6 +36,8 @@
 //! prints one line per figure.
 
 mod latency;
+#[cfg(feature = "rdma")]
+mod rdma_latency;
 mod replica;
 
 use mu::fabric::conformance::{paused_writer_child, suite_layout};
@@ -62,6 +69,21 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mu-fabric-peer latency: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    #[cfg(feature = "rdma")]
+    if role == "rdma-latency" {
+        // rdma-latency DEVICE_A DEVICE_B [GID_INDEX]
+        let (Some(a), Some(b)) = (args.get(1), args.get(2)) else {
+            return usage("rdma-latency needs two device names");
+        };
+        let gid = args.get(3).and_then(|g| g.parse().ok()).unwrap_or(1);
+        return match rdma_latency::run([a, b], gid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mu-fabric-peer rdma-latency: {e}");
                 ExitCode::FAILURE
             }
         };

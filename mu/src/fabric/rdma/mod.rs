@@ -190,6 +190,9 @@ struct Inbound {
     holder: Option<NodeId>,
     /// Per peer: [log, control].
     qps: Vec<[QueuePair; 2]>,
+    /// Per peer: whether its pairs were connected (a grant changes the
+    /// access of connected pairs only; the others get it when they connect).
+    connected: Vec<bool>,
 }
 
 impl Inbound {
@@ -233,12 +236,15 @@ impl Shared {
         let mut inbound = self.lock();
         let access = [inbound.access(self.id, peer), Access::READ_WRITE];
         let remote = [theirs.log, theirs.ctl];
+        inbound.connected[peer.idx()] = false;
         let qps = &mut inbound.qps[peer.idx()];
         for (i, qp) in qps.iter_mut().enumerate() {
             qp.reset()?;
             qp.set_psn(psns[i]);
             qp.connect(&remote[i], access[i])?;
         }
+        inbound.connected[peer.idx()] = true;
+        let qps = &inbound.qps[peer.idx()];
         Ok(Pair {
             log: qps[0].endpoint(),
             ctl: qps[1].endpoint(),
@@ -372,6 +378,7 @@ impl RdmaEndpoint {
             inbound: Mutex::new(Inbound {
                 holder: None,
                 qps: inbound,
+                connected: vec![false; n],
             }),
         });
         let mut links = Vec::with_capacity(n);
@@ -569,7 +576,7 @@ impl Fabric for RdmaEndpoint {
         let order = (0..self.links.len())
             .filter(|&p| p != peer.idx())
             .chain(std::iter::once(peer.idx()));
-        for p in order {
+        for p in order.filter(|&p| inbound.connected[p]) {
             let access = inbound.access(me, NodeId(p as u8));
             let qp = &inbound.qps[p][0];
             if let Err(e) = qp.set_access(access) {
@@ -593,11 +600,14 @@ impl Drop for RdmaEndpoint {
         self.shared.stop.store(true, Ordering::Release);
         // Incoming work stops landing at once, whoever still holds the
         // shared state.
-        for qps in &mut self.shared.lock().qps {
+        let mut inbound = self.shared.lock();
+        inbound.connected.fill(false);
+        for qps in &mut inbound.qps {
             for qp in qps {
                 let _ = qp.reset();
             }
         }
+        drop(inbound);
         // Wake the listener so it sees the stop flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         if let Some(t) = self.listener.take() {
