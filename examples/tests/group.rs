@@ -17,7 +17,7 @@
 use mu::node::FabricKind;
 use mu_examples::group::{Group, Output, State};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a new leader may take to commit after a fault. Failure
@@ -126,12 +126,19 @@ fn check_agreement(g: &Group, acked: &[(String, u64)]) {
     }
 }
 
-fn leader_crash(fabric: FabricKind) {
-    let _one = ONE_GROUP.lock().unwrap_or_else(|e| e.into_inner());
+/// Starts a group (one at a time), waits for a leader and commits a first
+/// stream; returns the group, the acknowledged entries and the leader.
+fn serving(fabric: FabricKind) -> (MutexGuard<'static, ()>, Group, Vec<(String, u64)>, u8) {
+    let one = ONE_GROUP.lock().unwrap_or_else(|e| e.into_inner());
     let mut g = start(fabric);
     let mut acked = Vec::new();
     g.wait_leader(LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    let (old, _) = stream(&mut g, "a", &mut acked);
+    let (leader, _) = stream(&mut g, "a", &mut acked);
+    (one, g, acked, leader)
+}
+
+fn leader_crash(fabric: FabricKind) {
+    let (_one, mut g, mut acked, old) = serving(fabric);
     g.kill(old).expect("kill the leader");
     commit_after_fault(&mut g, "crash", old, &mut acked);
     stream(&mut g, "b", &mut acked);
@@ -139,12 +146,7 @@ fn leader_crash(fabric: FabricKind) {
 }
 
 fn leader_stall_then_follower_crash(fabric: FabricKind) {
-    let _one = ONE_GROUP.lock().unwrap_or_else(|e| e.into_inner());
-    let mut g = start(fabric);
-    let mut acked = Vec::new();
-    g.wait_leader(LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    let (old, _) = stream(&mut g, "a", &mut acked);
-
+    let (_one, mut g, mut acked, old) = serving(fabric);
     g.stop(old).expect("stop the leader");
     commit_after_fault(&mut g, "stall", old, &mut acked);
     let (_, while_stopped) = stream(&mut g, "b", &mut acked);

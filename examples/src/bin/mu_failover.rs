@@ -107,8 +107,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             led = 0;
         }
         let g = group.as_mut().expect("started");
-        g.wait_for("replica 1 leads and commits", LIMIT, |out| {
-            (out[0].first_commits.len() > led).then_some(())
+        // Replica 1 leads and commits, and every member is up and follows
+        // it (a member still starting could not make a majority after the
+        // fault).
+        g.wait_for("replica 1 leads and all follow", LIMIT, |out| {
+            (out[0].first_commits.len() > led && out.iter().all(|o| o.leader == 1)).then_some(())
         })?;
         let marks: Vec<usize> = (1..=3).map(|id| g.output(id).first_commits.len()).collect();
         let t0 = unix_ns();
