@@ -2,6 +2,9 @@
 # Installs what the test suite needs on a fresh Debian 12 machine:
 # - redis-server, redis-tools and memcached, which integration tests start
 #   on loopback (and stop) themselves;
+# - the stock clients the compatibility tests run through the sidecar:
+#   redis-cli and redis-benchmark (redis-tools), redis-py, pymemcache and
+#   memcslap (libmemcached-tools);
 # - procps (kill) and iproute2 (ip netns) for the fabric tests;
 # - the build tools of mu's `rdma` feature: ibverbs-sys builds rdma-core's
 #   headers with cmake and runs bindgen (libclang); the binary links
@@ -11,6 +14,7 @@
 set -euo pipefail
 
 packages=(redis-server redis-tools memcached procps iproute2
+          python3-redis python3-pymemcache libmemcached-tools
           cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev)
 missing=0
 for pkg in "${packages[@]}"; do
@@ -25,6 +29,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends redis-server redis-tools memcached procps iproute2 \
+  python3-redis python3-pymemcache libmemcached-tools \
   cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev
 # Debian starts the packaged services; the tests start their own servers on
 # free ports, so the system-wide ones are stopped to keep the machine quiet.

@@ -570,3 +570,70 @@ pub fn redis_snapshot(addr: SocketAddr) -> Vec<(u32, String, String, Vec<String>
     all.sort();
     all
 }
+
+/// The path of an installed program, or a panic naming the Debian package
+/// that provides it.
+pub fn tool(program: &str, package: &str) -> PathBuf {
+    which(program, package)
+}
+
+/// Runs `cmd` to completion with `stdin`, waiting at most `limit`; panics
+/// with its output if it does not exit 0. Returns stdout.
+pub fn run_ok(cmd: &mut Command, stdin: &[u8], limit: Duration) -> String {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} starts: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    let input_bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || input.write_all(&input_bytes));
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().expect("output");
+    let _ = done_tx.send(());
+    watchdog.join().expect("watchdog");
+    writer.join().expect("stdin writer").expect("stdin written");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}, limit {limit:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A Python 3 interpreter that can import `module` (Debian's python3-*
+/// packages install into /usr/bin/python3's path, which a python3 earlier
+/// on PATH may not search), or a panic naming the package to install.
+pub fn python_with(module: &str, package: &str) -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/usr/bin/python3")];
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        candidates.push(PathBuf::from(dir).join("python3"));
+    }
+    candidates
+        .into_iter()
+        .find(|py| {
+            py.exists()
+                && Command::new(py)
+                    .args(["-c", &format!("import {module}")])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no python3 can import {module}: run `sudo apt-get install -y {package}` \
+                 (scripts/install-deps.sh installs everything the tests need)"
+            )
+        })
+}
