@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Compares mu-sidecar with direct redis-server, nutcracker (twemproxy, a
+# proxy without replication) and Redis native replication made synchronous
+# with WAIT, on this machine, in one run:
+#
+#   latency:    redis-benchmark -c 1          (SET, GET: rps, p50, p99)
+#   throughput: redis-benchmark -c 50 -P 16   (SET, GET)
+#   SET+WAIT:   proxy/examples/redis_load.rs with the same two shapes,
+#               `WAIT 2 0` after each batch (redis-benchmark sends one
+#               command only); it also runs plain SET against direct redis
+#               in the same round, as its own baseline.
+#
+# Each setup is started, measured and stopped in turn (idle sidecars poll
+# and would take CPU from the others), RUNS rounds over all setups; the
+# summary gives, per row, the median over the rounds of each figure and of
+# its ratio to direct redis of the same round.
+#
+# Usage: scripts/bench-sidecar.sh            (RUNS=3 N_LAT=20000 N_TPUT=200000)
+# Raw CSV, logs and the summary land in $OUT (default target-bench-sidecar/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+N_LAT=${N_LAT:-20000}
+N_TPUT=${N_TPUT:-200000}
+OUT=${OUT:-target-bench-sidecar}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || {
+    echo "bench-sidecar: $1 is missing: apt-get install -y $2" >&2
+    exit 1
+  }
+}
+need redis-server redis-server
+need redis-benchmark redis-tools
+need redis-cli redis-tools
+need nutcracker nutcracker
+need curl curl
+need python3 python3
+
+cargo build --release -p mu-sidecar --bin mu-sidecar --example redis_load
+SIDECAR=$TARGET/release/mu-sidecar
+LOAD=$TARGET/release/examples/redis_load
+mkdir -p "$OUT"
+RAW=$OUT/raw.csv
+echo "run,setup,shape,test,rps,p50_ms,p99_ms" >"$RAW"
+
+PIDS=()
+stop_all() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+trap stop_all EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# until DESCRIPTION COMMAND...: polls COMMAND every 10 ms for up to 30 s.
+until_ok() {
+  local what=$1 i
+  shift
+  for i in $(seq 3000); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.01
+  done
+  echo "bench-sidecar: timed out waiting for $what" >&2
+  exit 1
+}
+
+redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
+
+# start_redis PORT [extra redis-server args]
+start_redis() {
+  local port=$1
+  shift
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no "$@" \
+    >"$OUT/redis-$port.log" 2>&1 &
+  PIDS+=($!)
+  until_ok "redis-server on $port" redis_up "$port"
+}
+
+# record RUN SETUP SHAPE < redis-benchmark CSV
+record() {
+  python3 -c '
+import csv, sys
+run, setup, shape = sys.argv[1:4]
+for row in csv.DictReader(sys.stdin):
+    print(",".join([run, setup, shape, row["test"], row["rps"],
+                    row["p50_latency_ms"], row["p99_latency_ms"]]))
+' "$@" | tee -a "$RAW"
+}
+
+# bench RUN SETUP PORT: redis-benchmark SET and GET, both shapes.
+bench() {
+  local run=$1 setup=$2 port=$3
+  redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -n "$N_LAT" -c 1 --csv |
+    record "$run" "$setup" c1
+  redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -n "$N_TPUT" -c 50 -P 16 --csv |
+    record "$run" "$setup" c50P16
+}
+
+# load RUN SETUP PORT NAME [redis_load args]: redis_load in both shapes.
+load() {
+  local run=$1 setup=$2 port=$3 name=$4
+  shift 4
+  "$LOAD" --port "$port" --name "$name" --requests "$N_LAT" --clients 1 "$@" |
+    record "$run" "$setup" c1
+  "$LOAD" --port "$port" --name "$name" --requests "$N_TPUT" --clients 50 --pipeline 16 "$@" |
+    record "$run" "$setup" c50P16
+}
+
+direct() {
+  local run=$1 port
+  port=$(free_port)
+  start_redis "$port"
+  bench "$run" direct "$port"
+  load "$run" direct "$port" SET-redis_load
+  stop_all
+}
+
+twemproxy() {
+  local run=$1 port proxy stats
+  port=$(free_port)
+  proxy=$(free_port)
+  stats=$(free_port)
+  start_redis "$port"
+  cat >"$OUT/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$proxy
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  servers:
+    - 127.0.0.1:$port:1
+EOF
+  nutcracker -c "$OUT/nutcracker.yml" -s "$stats" -a 127.0.0.1 \
+    -o "$OUT/nutcracker.log" -p "$OUT/nutcracker.pid" &
+  PIDS+=($!)
+  until_ok "nutcracker on $proxy" redis_up "$proxy"
+  bench "$run" nutcracker "$proxy"
+  stop_all
+}
+
+replicas_online() {
+  [ "$(redis-cli -p "$1" info replication | grep -c 'state=online')" = 2 ]
+}
+
+native_replication() {
+  local run=$1 master r
+  master=$(free_port)
+  start_redis "$master"
+  for r in 1 2; do start_redis "$(free_port)" --replicaof 127.0.0.1 "$master"; done
+  until_ok "two replicas online" replicas_online "$master"
+  bench "$run" redis-replication "$master"
+  load "$run" redis-replication "$master" SET+WAIT --wait 2
+  stop_all
+}
+
+leader_port() {
+  local i
+  for i in 0 1 2; do
+    if curl -sf "http://${HTTP[$i]}/status" | grep -q '"role":"leader"'; then
+      echo "${LISTEN[$i]##*:}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+sidecars() {
+  local run=$1 fabric=$2 i peers fwd dir
+  peers=()
+  fwd=()
+  LISTEN=()
+  HTTP=()
+  for i in 0 1 2; do
+    peers+=("127.0.0.1:$(free_port)")
+    fwd+=("127.0.0.1:$(free_port)")
+    LISTEN+=("127.0.0.1:$(free_port)")
+    HTTP+=("127.0.0.1:$(free_port)")
+  done
+  dir=$(mktemp -d /dev/shm/bench-sidecar.XXXXXX)
+  for i in 0 1 2; do
+    local backend
+    backend=$(free_port)
+    start_redis "$backend"
+    "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "127.0.0.1:$backend" \
+      --listen "${LISTEN[$i]}" --http "${HTTP[$i]}" --fabric "$fabric" \
+      --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
+      --group "bench$$" --shm-dir "$dir" >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 0 1 2; do until_ok "sidecar $((i + 1)) ready" curl -sf "http://${HTTP[$i]}/readyz"; done
+  until_ok "a leader" leader_port
+  bench "$run" "mu-sidecar-$fabric" "$(leader_port)"
+  stop_all
+  rm -rf "$dir"
+}
+
+for run in $(seq "$RUNS"); do
+  echo "== round $run of $RUNS"
+  direct "$run"
+  twemproxy "$run"
+  native_replication "$run"
+  sidecars "$run" shm
+  sidecars "$run" tcp
+done
+
+python3 - "$RAW" <<'EOF' | tee "$OUT/summary.md"
+import csv, statistics, sys
+from collections import defaultdict
+
+rows = list(csv.DictReader(open(sys.argv[1])))
+base = {}
+for r in rows:
+    if r["setup"] == "direct":
+        base[(r["run"], r["shape"], r["test"])] = r
+by = defaultdict(list)
+for r in rows:
+    # SET+WAIT and redis_load's own SET compare with direct SET.
+    test = "SET" if r["test"].startswith("SET") else r["test"]
+    by[(r["setup"], r["shape"], r["test"])].append((r, base[(r["run"], r["shape"], test)]))
+med = statistics.median
+print("| setup | shape | test | rps | ×direct | p50 ms | ×direct | p99 ms | ×direct |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (setup, shape, test), rs in by.items():
+    cols = []
+    for f in ["rps", "p50_ms", "p99_ms"]:
+        cols.append(f"{med(float(r[f]) for r, _ in rs):.{0 if f == 'rps' else 3}f}")
+        cols.append(f"{med(float(r[f]) / float(b[f]) for r, b in rs):.2f}")
+    print(f"| {setup} | {shape} | {test} | " + " | ".join(cols) + " |")
+EOF
