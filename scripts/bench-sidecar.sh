@@ -45,6 +45,8 @@ LOAD=$TARGET/release/examples/redis_load
 mkdir -p "$OUT"
 RAW=$OUT/raw.csv
 echo "run,setup,shape,test,rps,p50_ms,p99_ms" >"$RAW"
+FAILURES=$OUT/failures.txt
+: >"$FAILURES"
 
 PIDS=()
 stop_all() {
@@ -83,34 +85,50 @@ start_redis() {
   until_ok "redis-server on $port" redis_up "$port"
 }
 
-# record RUN SETUP SHAPE < redis-benchmark CSV
+# record RUN SETUP SHAPE < redis-benchmark CSV (lines before its header,
+# such as nutcracker's missing CONFIG warning, are skipped)
 record() {
   python3 -c '
 import csv, sys
 run, setup, shape = sys.argv[1:4]
-for row in csv.DictReader(sys.stdin):
+lines = sys.stdin.read().splitlines()
+header = next(i for i, l in enumerate(lines) if l.startswith("\"test\""))
+for row in csv.DictReader(lines[header:]):
     print(",".join([run, setup, shape, row["test"], row["rps"],
                     row["p50_latency_ms"], row["p99_latency_ms"]]))
 ' "$@" | tee -a "$RAW"
 }
 
+# measure RUN SETUP SHAPE COMMAND...: records COMMAND's CSV; a run that
+# fails (redis-benchmark stops at the first error reply) is listed in
+# $OUT/failures.txt with its last output line and left out of the medians.
+measure() {
+  local run=$1 setup=$2 shape=$3 csv
+  shift 3
+  if csv=$("$@" 2>&1); then
+    record "$run" "$setup" "$shape" <<<"$csv"
+  else
+    echo "round $run, $setup, $shape: $(tail -n 1 <<<"$csv")" | tee -a "$FAILURES"
+  fi
+}
+
 # bench RUN SETUP PORT: redis-benchmark SET and GET, both shapes.
 bench() {
   local run=$1 setup=$2 port=$3
-  redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -n "$N_LAT" -c 1 --csv |
-    record "$run" "$setup" c1
-  redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -n "$N_TPUT" -c 50 -P 16 --csv |
-    record "$run" "$setup" c50P16
+  measure "$run" "$setup" c1 redis-benchmark -h 127.0.0.1 -p "$port" -t set,get \
+    -n "$N_LAT" -c 1 --csv
+  measure "$run" "$setup" c50P16 redis-benchmark -h 127.0.0.1 -p "$port" -t set,get \
+    -n "$N_TPUT" -c 50 -P 16 --csv
 }
 
 # load RUN SETUP PORT NAME [redis_load args]: redis_load in both shapes.
 load() {
   local run=$1 setup=$2 port=$3 name=$4
   shift 4
-  "$LOAD" --port "$port" --name "$name" --requests "$N_LAT" --clients 1 "$@" |
-    record "$run" "$setup" c1
-  "$LOAD" --port "$port" --name "$name" --requests "$N_TPUT" --clients 50 --pipeline 16 "$@" |
-    record "$run" "$setup" c50P16
+  measure "$run" "$setup" c1 "$LOAD" --port "$port" --name "$name" --requests "$N_LAT" \
+    --clients 1 "$@"
+  measure "$run" "$setup" c50P16 "$LOAD" --port "$port" --name "$name" \
+    --requests "$N_TPUT" --clients 50 --pipeline 16 "$@"
 }
 
 direct() {
@@ -210,7 +228,7 @@ for run in $(seq "$RUNS"); do
   sidecars "$run" tcp
 done
 
-python3 - "$RAW" <<'EOF' | tee "$OUT/summary.md"
+python3 - "$RAW" "$FAILURES" <<'EOF' | tee "$OUT/summary.md"
 import csv, statistics, sys
 from collections import defaultdict
 
@@ -225,12 +243,15 @@ for r in rows:
     test = "SET" if r["test"].startswith("SET") else r["test"]
     by[(r["setup"], r["shape"], r["test"])].append((r, base[(r["run"], r["shape"], test)]))
 med = statistics.median
-print("| setup | shape | test | rps | ×direct | p50 ms | ×direct | p99 ms | ×direct |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| setup | shape | test | rps | ×direct | p50 ms | ×direct | p99 ms | ×direct | rounds |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for (setup, shape, test), rs in by.items():
     cols = []
     for f in ["rps", "p50_ms", "p99_ms"]:
         cols.append(f"{med(float(r[f]) for r, _ in rs):.{0 if f == 'rps' else 3}f}")
         cols.append(f"{med(float(r[f]) / float(b[f]) for r, b in rs):.2f}")
-    print(f"| {setup} | {shape} | {test} | " + " | ".join(cols) + " |")
+    print(f"| {setup} | {shape} | {test} | " + " | ".join(cols) + f" | {len(rs)} |")
+failures = open(sys.argv[2]).read().strip()
+if failures:
+    print("\nFailed runs (left out above):\n" + failures)
 EOF
