@@ -17,6 +17,7 @@
 #
 # Usage: scripts/bench-sidecar.sh            (RUNS=3 N_LAT=20000 N_TPUT=200000)
 # Raw CSV, logs and the summary land in $OUT (default target-bench-sidecar/).
+# SIDECAR_FLAGS adds flags to every sidecar (e.g. "--heartbeat-us 5000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -209,7 +210,7 @@ sidecars() {
     "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "127.0.0.1:$backend" \
       --listen "${LISTEN[$i]}" --http "${HTTP[$i]}" --fabric "$fabric" \
       --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
-      --group "bench$$" --shm-dir "$dir" >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
+      --group "bench$$" --shm-dir "$dir" ${SIDECAR_FLAGS:-} >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
     PIDS+=($!)
   done
   for i in 0 1 2; do until_ok "sidecar $((i + 1)) ready" curl -sf "http://${HTTP[$i]}/readyz"; done
