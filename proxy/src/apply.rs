@@ -30,7 +30,7 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Entries per pipelined batch.
 const BATCH_ENTRIES: usize = 128;
@@ -232,13 +232,18 @@ impl Applier {
     fn run(mut self, committed: Receiver<Committed>) {
         let mut batch: Vec<Committed> = Vec::with_capacity(BATCH_ENTRIES);
         self.ensure_backend();
+        #[allow(clippy::disallowed_methods, reason = "health checks are timed")]
+        let mut checked = Instant::now();
         loop {
+            // Checked by time, not only when idle: entries that send the
+            // backend nothing (barriers) must not hide its loss.
+            if checked.elapsed() >= IDLE_CHECK {
+                self.idle_check();
+                checked = Instant::now();
+            }
             match committed.recv_timeout(IDLE_CHECK) {
                 Ok(c) => batch.push(c),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.idle_check();
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             let mut bytes = batch[0].payload.len();

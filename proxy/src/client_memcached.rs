@@ -7,7 +7,7 @@
 //! A request sent with `noreply` gets no reply, even when it fails (the
 //! failure is counted and logged), as memcached itself behaves.
 
-use crate::config::ReadPolicy;
+use crate::conn::{self, Place, ReadBlock};
 use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
@@ -18,12 +18,11 @@ use mu_protocols::memcached::{
 };
 use mu_protocols::rewrite::{rewrite_memcached, Action, Context};
 use mu_protocols::table::{mc_class, CommandClass};
+use mu_protocols::ProtocolError;
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const MAX_BATCH: usize = 1024;
 
 enum Step {
     /// Reply known already (`None`: no reply).
@@ -32,6 +31,16 @@ enum Step {
     Write { entry: Vec<u8>, noreply: bool },
     /// Serve on this client's backend connection.
     Local { req: McRequest, read: bool },
+}
+
+impl Step {
+    fn place(&self) -> Place {
+        match self {
+            Step::Ready(_) => Place::Ready,
+            Step::Write { .. } => Place::Write,
+            Step::Local { .. } => Place::Local,
+        }
+    }
 }
 
 struct LocalConn {
@@ -92,43 +101,32 @@ impl LocalConn {
 
 /// Serves one client until it disconnects.
 pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
-    let _ = sock.set_nodelay(true);
-    let (mut rd, mut wr) = sock.into_split();
-    let mut c = Client {
+    let c = Client {
         shared,
         backend: None,
         out: BytesMut::with_capacity(16 << 10),
+        decoder: McRequestDecoder::default(),
     };
-    let mut inbuf = BytesMut::with_capacity(16 << 10);
-    let mut decoder = McRequestDecoder::default();
-    loop {
-        let mut reqs = Vec::new();
-        let mut broken = None;
-        while reqs.len() < MAX_BATCH {
-            match decoder.decode(&mut inbuf) {
-                Ok(Some(r)) => reqs.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
-        }
-        if reqs.is_empty() && broken.is_none() {
-            if rd.read_buf(&mut inbuf).await? == 0 {
-                return Ok(());
-            }
-            continue;
-        }
-        let quit = c.handle(reqs).await;
-        if let Some(e) = &broken {
-            McReply::ClientError(Bytes::from(e.to_string())).encode(&mut c.out);
-        }
-        wr.write_all(&c.out).await?;
-        c.out.clear();
-        if quit || broken.is_some() {
-            return Ok(());
-        }
+    conn::serve(c, sock).await
+}
+
+impl conn::Session for Client {
+    type Request = McRequest;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<McRequest>, ProtocolError> {
+        self.decoder.decode(buf)
+    }
+
+    async fn handle(&mut self, reqs: Vec<McRequest>) -> bool {
+        Client::handle(self, reqs).await
+    }
+
+    fn protocol_error(&mut self, e: &ProtocolError) {
+        McReply::ClientError(Bytes::from(e.to_string())).encode(&mut self.out);
+    }
+
+    fn out(&mut self) -> &mut BytesMut {
+        &mut self.out
     }
 }
 
@@ -136,6 +134,7 @@ struct Client {
     shared: Arc<Shared>,
     backend: Option<LocalConn>,
     out: BytesMut,
+    decoder: McRequestDecoder,
 }
 
 impl Client {
@@ -168,12 +167,7 @@ impl Client {
                     crate::apply::frame_text(&f)
                 ))))),
             };
-            let prev = steps.iter().rev().find(|s| !matches!(s, Step::Ready(_)));
-            let switch = matches!(
-                (prev, &step),
-                (Some(Step::Write { .. }), Step::Local { .. })
-                    | (Some(Step::Local { .. }), Step::Write { .. })
-            );
+            let switch = conn::starts_new_run(steps.iter().map(Step::place), step.place());
             if switch {
                 self.flush(&mut steps).await;
             }
@@ -257,19 +251,8 @@ impl Client {
         let any_read = steps
             .iter()
             .any(|s| matches!(s, Step::Local { read: true, .. }));
-        let refuse = if any_read {
-            shared.reads_allowed().err()
-        } else {
-            None
-        };
-        let mut barrier_error = None;
-        if any_read && refuse.is_none() && shared.opts.reads == ReadPolicy::Leader {
-            let r = replicate::run(&shared, vec![(Kind::Barrier, Vec::new())]).await;
-            if let Some(Err(e)) = r.into_iter().next() {
-                barrier_error = Some(e);
-            }
-        }
-        let blocked = |read: bool| read && (refuse.is_some() || barrier_error.is_some());
+        let block = conn::read_gate(&shared, any_read).await;
+        let blocked = |read: bool| read && block.is_some();
         let batch: Vec<&McRequest> = steps
             .iter()
             .filter_map(|s| match s {
@@ -290,10 +273,10 @@ impl Client {
                 Step::Write { .. } => vec![server_error("internal ordering error")],
                 Step::Local { read, .. } if blocked(*read) => {
                     self.count("read", "not_ready");
-                    let why = match (&refuse, &barrier_error) {
-                        (Some(why), _) => why.clone(),
-                        (None, Some(e)) => e.memcached_error(),
-                        (None, None) => String::new(),
+                    let why = match &block {
+                        Some(ReadBlock::NotReady(why)) => why.clone(),
+                        Some(ReadBlock::Barrier(e)) => e.memcached_error(),
+                        None => String::new(),
                     };
                     vec![server_error(&why)]
                 }

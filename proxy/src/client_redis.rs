@@ -11,7 +11,7 @@
 //!   client always reads its own writes;
 //! - refused commands get an error and change nothing anywhere.
 
-use crate::config::ReadPolicy;
+use crate::conn::{self, Place, ReadBlock};
 use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
@@ -20,13 +20,11 @@ use bytes::{Bytes, BytesMut};
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder, Request, RequestDecoder};
 use mu_protocols::rewrite::{Action, Context, RedisSession};
 use mu_protocols::table::{class_of, lookup, CommandClass};
+use mu_protocols::ProtocolError;
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Requests decoded before the replies of a batch are written.
-const MAX_BATCH: usize = 1024;
 
 /// One step of a pipelined batch.
 enum Step {
@@ -39,11 +37,12 @@ enum Step {
 }
 
 impl Step {
-    fn is_write(&self) -> bool {
-        matches!(self, Step::Write(..))
-    }
-    fn is_local(&self) -> bool {
-        matches!(self, Step::Local { .. })
+    fn place(&self) -> Place {
+        match self {
+            Step::Ready(_) => Place::Ready,
+            Step::Write(..) => Place::Write,
+            Step::Local { .. } => Place::Local,
+        }
     }
 }
 
@@ -127,45 +126,34 @@ impl LocalConn {
 
 /// Serves one client until it disconnects.
 pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
-    let _ = sock.set_nodelay(true);
-    let mut c = Client {
+    let c = Client {
         session: RedisSession::new(shared.opts.databases, shared.opts.trust_scripts),
         backend: None,
         authed: shared.opts.backend_password.is_none(),
         out: BytesMut::with_capacity(16 << 10),
+        decoder: RequestDecoder::default(),
         shared,
     };
-    let (mut rd, mut wr) = sock.into_split();
-    let mut inbuf = BytesMut::with_capacity(16 << 10);
-    let mut decoder = RequestDecoder::default();
-    loop {
-        let mut reqs = Vec::new();
-        let mut broken = None;
-        while reqs.len() < MAX_BATCH {
-            match decoder.decode(&mut inbuf) {
-                Ok(Some(r)) => reqs.push(r),
-                Ok(None) => break,
-                Err(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
-        }
-        if reqs.is_empty() && broken.is_none() {
-            if rd.read_buf(&mut inbuf).await? == 0 {
-                return Ok(());
-            }
-            continue;
-        }
-        let quit = c.handle(reqs).await;
-        if let Some(e) = &broken {
-            Frame::error(format!("ERR Protocol error: {e}")).encode(&mut c.out);
-        }
-        wr.write_all(&c.out).await?;
-        c.out.clear();
-        if quit || broken.is_some() {
-            return Ok(());
-        }
+    conn::serve(c, sock).await
+}
+
+impl conn::Session for Client {
+    type Request = Request;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        self.decoder.decode(buf)
+    }
+
+    async fn handle(&mut self, reqs: Vec<Request>) -> bool {
+        Client::handle(self, reqs).await
+    }
+
+    fn protocol_error(&mut self, e: &ProtocolError) {
+        Frame::error(format!("ERR Protocol error: {e}")).encode(&mut self.out);
+    }
+
+    fn out(&mut self) -> &mut BytesMut {
+        &mut self.out
     }
 }
 
@@ -176,6 +164,7 @@ struct Client {
     /// False while the backend needs AUTH and this client has not passed it.
     authed: bool,
     out: BytesMut,
+    decoder: RequestDecoder,
 }
 
 impl Client {
@@ -229,12 +218,7 @@ impl Client {
                     }
                 }
             };
-            let switch = match steps.iter().rev().find(|s| !matches!(s, Step::Ready(_))) {
-                Some(prev) => {
-                    (prev.is_write() && step.is_local()) || (prev.is_local() && step.is_write())
-                }
-                None => false,
-            };
+            let switch = conn::starts_new_run(steps.iter().map(Step::place), step.place());
             if switch {
                 self.flush(&mut steps).await;
             }
@@ -259,7 +243,7 @@ impl Client {
             return;
         }
         let taken = std::mem::take(steps);
-        let frames = if taken.iter().any(Step::is_write) {
+        let frames = if taken.iter().any(|s| s.place() == Place::Write) {
             self.run_writes(&taken).await
         } else {
             self.run_locals(&taken).await
@@ -316,23 +300,11 @@ impl Client {
         let any_read = steps
             .iter()
             .any(|s| matches!(s, Step::Local { read: true, .. }));
-        // Reads are refused while this node's data cannot be trusted.
-        let refuse_reads = if any_read {
-            shared.reads_allowed().err()
-        } else {
-            None
-        };
-        let mut barrier_error = None;
-        if any_read && refuse_reads.is_none() && shared.opts.reads == ReadPolicy::Leader {
-            let r = replicate::run(&shared, vec![(Kind::Barrier, Vec::new())]).await;
-            if let Some(Err(e)) = r.into_iter().next() {
-                barrier_error = Some(e);
-            }
-        }
+        let block = conn::read_gate(&shared, any_read).await;
         let mut batch: Vec<(&Request, u32)> = Vec::new();
         for s in steps {
             if let Step::Local { req, db, read } = s {
-                let blocked = *read && (refuse_reads.is_some() || barrier_error.is_some());
+                let blocked = *read && block.is_some();
                 if !blocked {
                     batch.push((req, *db));
                 }
@@ -351,12 +323,17 @@ impl Client {
                 Step::Write(..) => Frame::error("ERR mu-sidecar: internal ordering error"),
                 Step::Local { req, read, .. } => {
                     let class = if *read { "read" } else { "local" };
-                    if let (true, Some(why)) = (*read, &refuse_reads) {
-                        self.count(class, "not_ready");
-                        Frame::error(format!("LOADING mu-sidecar: {why}"))
-                    } else if let (true, Some(e)) = (*read, &barrier_error) {
-                        self.count(class, e.label());
-                        Frame::error(e.redis_error())
+                    if let (true, Some(b)) = (*read, &block) {
+                        match b {
+                            ReadBlock::NotReady(why) => {
+                                self.count(class, "not_ready");
+                                Frame::error(format!("LOADING mu-sidecar: {why}"))
+                            }
+                            ReadBlock::Barrier(e) => {
+                                self.count(class, e.label());
+                                Frame::error(e.redis_error())
+                            }
+                        }
                     } else {
                         let f = match &replies {
                             Ok(v) => {

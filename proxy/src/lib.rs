@@ -13,7 +13,8 @@
 //!
 //! ## Parts
 //! - [`config`]: flags (each also an environment variable).
-//! - [`client_redis`], [`client_memcached`]: one task per client connection.
+//! - [`client_redis`], [`client_memcached`]: one task per client connection,
+//!   on the loop and read gate of [`conn`].
 //! - [`replicate`]: the write path and its error semantics.
 //! - [`forward`]: the authenticated peer port between sidecars.
 //! - [`apply`]: the thread applying committed entries to the backend.
@@ -25,6 +26,7 @@ pub mod apply;
 pub mod client_memcached;
 pub mod client_redis;
 pub mod config;
+pub mod conn;
 pub mod forward;
 pub mod http;
 pub mod metrics;

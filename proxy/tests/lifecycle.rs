@@ -23,10 +23,14 @@ fn backend_loss_and_empty_restart() {
     assert_eq!(text(&w.cmd(&["SET", "before", "1"])), "OK");
     c.nodes[f].backend_proc.kill();
     let http = c.nodes[f].http;
-    let why = wait_for(LIMIT, "the node to report its backend down", || {
-        let (code, body) = http_get(http, "/readyz")?;
-        (code == 503 && body.contains("backend down")).then_some(body)
-    });
+    let why = wait_for(
+        LIMIT,
+        &format!("node {} to report its backend down", f + 1),
+        || {
+            let (code, body) = http_get(http, "/readyz")?;
+            (code == 503 && body.contains("backend down")).then_some(body)
+        },
+    );
     assert!(why.contains("cannot connect"), "{why}");
     // The group keeps committing without that node's backend.
     assert_eq!(text(&w.cmd(&["SET", "during", "2"])), "OK");
