@@ -260,7 +260,7 @@ pub fn launch(args: &NodeArgs, tool_args: &[String]) -> ExitCode {
             }
         }
     }
-    if mu.fabric == FabricKind::Shm {
+    if mu.resolved_fabric() == FabricKind::Shm {
         mu::node::remove_shm_group(&mu.shm_dir, &mu.group);
     }
     if ok {

@@ -24,6 +24,13 @@ pub enum FabricKind {
     Tcp,
     /// Shared memory between processes on one host.
     Shm,
+    /// RDMA verbs (one-sided WRITE/READ, fencing by queue pair access
+    /// flags); needs a build with feature `rdma` and an RDMA device.
+    Rdma,
+    /// `rdma` when this build has it and the host has a device; else `shm`
+    /// when every peer is on this host (loopback addresses, or no list);
+    /// else `tcp`.
+    Auto,
 }
 
 impl FabricKind {
@@ -32,7 +39,21 @@ impl FabricKind {
         match self {
             FabricKind::Tcp => "tcp",
             FabricKind::Shm => "shm",
+            FabricKind::Rdma => "rdma",
+            FabricKind::Auto => "auto",
         }
+    }
+}
+
+/// True when this build can use RDMA and the host has a device.
+pub fn rdma_available() -> bool {
+    #[cfg(feature = "rdma")]
+    {
+        !crate::fabric::rdma::verbs::devices().is_empty()
+    }
+    #[cfg(not(feature = "rdma"))]
+    {
+        false
     }
 }
 
@@ -92,6 +113,15 @@ pub struct NodeOptions {
         arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 20)
     )]
     pub idle_sleep_us: u64,
+    /// rdma: the device (`ibv_devices` lists them); default: the first.
+    #[cfg_attr(feature = "cli", arg(long, env = "MU_RDMA_DEVICE"))]
+    pub rdma_device: Option<String>,
+    /// rdma: GID index on port 1 (RoCE v2 over IPv4: usually 1).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_RDMA_GID_INDEX", default_value_t = 1)
+    )]
+    pub rdma_gid_index: u8,
 }
 
 impl NodeOptions {
@@ -109,6 +139,22 @@ impl NodeOptions {
             ring_mib: 4,
             heartbeat_us: 1_000,
             idle_sleep_us: 20,
+            rdma_device: None,
+            rdma_gid_index: 1,
+        }
+    }
+
+    /// The fabric `--fabric` names, with `auto` resolved.
+    pub fn resolved_fabric(&self) -> FabricKind {
+        if self.fabric != FabricKind::Auto {
+            return self.fabric;
+        }
+        if rdma_available() {
+            FabricKind::Rdma
+        } else if self.registry.is_none() && self.peers.iter().all(|a| a.ip().is_loopback()) {
+            FabricKind::Shm
+        } else {
+            FabricKind::Tcp
         }
     }
 
@@ -125,6 +171,7 @@ impl NodeOptions {
             ("MU_RING_MIB", self.ring_mib.to_string()),
             ("MU_IDLE_SLEEP_US", self.idle_sleep_us.to_string()),
             ("MU_HEARTBEAT_US", self.heartbeat_us.to_string()),
+            ("MU_RDMA_GID_INDEX", self.rdma_gid_index.to_string()),
         ]
     }
 }
@@ -152,8 +199,8 @@ pub fn start(
         idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
         idle_spins: 200,
     };
-    match opts.fabric {
-        FabricKind::Tcp => {
+    match opts.resolved_fabric() {
+        FabricKind::Tcp | FabricKind::Auto => {
             let (listener, peers) = tcp_peers(opts, me)?;
             let ep = TcpEndpoint::start_with_listener(
                 TcpConfig {
@@ -179,7 +226,57 @@ pub fn start(
             .map_err(|e| e.to_string())?;
             Replica::start(cfg, ep, options).map_err(|e| e.to_string())
         }
+        FabricKind::Rdma => start_rdma(opts, me, cfg, layout, options),
     }
+}
+
+#[cfg(feature = "rdma")]
+fn start_rdma(
+    opts: &NodeOptions,
+    me: NodeId,
+    cfg: Config,
+    layout: Layout,
+    options: DriverOptions,
+) -> Result<(Replica, Receiver<Committed>), String> {
+    use crate::fabric::rdma::{verbs, RdmaConfig, RdmaEndpoint, RdmaOptions};
+    let device = match &opts.rdma_device {
+        Some(d) => d.clone(),
+        None => verbs::devices().into_iter().next().ok_or(
+            "no RDMA device on this host (ibv_devices lists none); use --fabric tcp or shm",
+        )?,
+    };
+    // The peer addresses are the control channels' (as tcp's are its data
+    // channels').
+    let (listener, peers) = tcp_peers(opts, me)?;
+    let ep = RdmaEndpoint::start_with_listener(
+        RdmaConfig {
+            id: me,
+            peers,
+            secret: opts.secret.clone().into_bytes(),
+            layout,
+            device,
+            gid_index: opts.rdma_gid_index,
+            options: RdmaOptions::default(),
+        },
+        listener,
+    )
+    .map_err(|e| e.to_string())?;
+    Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "rdma"))]
+fn start_rdma(
+    _: &NodeOptions,
+    _: NodeId,
+    _: Config,
+    _: Layout,
+    _: DriverOptions,
+) -> Result<(Replica, Receiver<Committed>), String> {
+    Err(
+        "this build has no rdma fabric: rebuild with `--features rdma` \
+         (needs libibverbs-dev; scripts/install-deps.sh installs it)"
+            .into(),
+    )
 }
 
 /// The listener of this replica and every replica's address.
@@ -228,5 +325,44 @@ pub fn remove_shm_group(dir: &std::path::Path, group: &str) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_shm_on_one_host_and_tcp_across_hosts() {
+        let mut o = NodeOptions::new(FabricKind::Auto, 3);
+        if rdma_available() {
+            assert_eq!(o.resolved_fabric(), FabricKind::Rdma);
+            return;
+        }
+        assert_eq!(o.resolved_fabric(), FabricKind::Shm, "no peers: one host");
+        o.peers = vec![
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
+        assert_eq!(o.resolved_fabric(), FabricKind::Shm);
+        o.peers.push("10.0.0.3:3".parse().unwrap());
+        assert_eq!(o.resolved_fabric(), FabricKind::Tcp);
+        o.peers.clear();
+        o.registry = Some("registry:11211".into());
+        assert_eq!(o.resolved_fabric(), FabricKind::Tcp);
+        o.fabric = FabricKind::Shm;
+        assert_eq!(
+            o.resolved_fabric(),
+            FabricKind::Shm,
+            "explicit choices stay"
+        );
+    }
+
+    #[cfg(not(feature = "rdma"))]
+    #[test]
+    fn rdma_without_the_feature_says_how_to_get_it() {
+        let o = NodeOptions::new(FabricKind::Rdma, 1);
+        let e = start(&o, 1, 64).unwrap_err();
+        assert!(e.contains("--features rdma"), "{e}");
     }
 }

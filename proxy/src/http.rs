@@ -94,7 +94,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "id": o.id,
         "nodes": o.mu.nodes,
         "backend_kind": format!("{:?}", o.backend_kind).to_lowercase(),
-        "fabric": o.mu.fabric.name(),
+        "fabric": o.mu.resolved_fabric().name(),
         "role": st.as_ref().map(|s| role_name(s.role)),
         "leader": st.as_ref().and_then(|s| s.leader).map(node),
         "ready": ready.is_ok(),

@@ -124,7 +124,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         listen = %shared.opts.listen,
         http = %shared.opts.http,
         backend = %shared.opts.backend,
-        fabric = shared.opts.mu.fabric.name(),
+        fabric = shared.opts.mu.resolved_fabric().name(),
         "mu-sidecar started"
     );
     accept(shared.clone(), clients).await;
