@@ -92,9 +92,7 @@ fn http_get(http: SocketAddr, path: &str) -> Option<String> {
 }
 
 fn ready(http: SocketAddr) -> bool {
-    http_get(http, "/readyz").is_some_and(|r| {
-        r.split_whitespace().nth(1) == Some("200")
-    })
+    http_get(http, "/readyz").is_some_and(|r| r.split_whitespace().nth(1) == Some("200"))
 }
 
 /// A number field of a node's /status.
