@@ -5,6 +5,8 @@
 # - the stock clients the compatibility tests run through the sidecar:
 #   redis-cli and redis-benchmark (redis-tools), redis-py, pymemcache and
 #   memcslap (libmemcached-tools);
+# - prometheus (with promtool), which the dashboards test starts on loopback
+#   to scrape a test group and evaluate every panel query and alert rule;
 # - procps (kill) and iproute2 (ip netns) for the fabric tests;
 # - the build tools of mu's `rdma` feature: ibverbs-sys builds rdma-core's
 #   headers with cmake and runs bindgen (libclang); the binary links
@@ -14,7 +16,7 @@
 set -euo pipefail
 
 packages=(redis-server redis-tools memcached procps iproute2
-          python3-redis python3-pymemcache libmemcached-tools
+          python3-redis python3-pymemcache libmemcached-tools prometheus
           cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev)
 missing=0
 for pkg in "${packages[@]}"; do
@@ -29,10 +31,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends redis-server redis-tools memcached procps iproute2 \
-  python3-redis python3-pymemcache libmemcached-tools \
+  python3-redis python3-pymemcache libmemcached-tools prometheus \
   cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev
 # Debian starts the packaged services; the tests start their own servers on
 # free ports, so the system-wide ones are stopped to keep the machine quiet.
-for svc in redis-server memcached; do
+for svc in redis-server memcached prometheus; do
   if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" 2>/dev/null || true; fi
 done

@@ -54,8 +54,11 @@ pub struct Metrics {
     /// Replicated entries whose backend reply was an error (the same on
     /// every replica for a deterministic command).
     pub apply_error_replies: IntCounter,
-    /// Peers this node's failure detector considers alive (itself included).
+    /// Other group members this node's failure detector considers alive.
     pub peers_alive: IntGauge,
+    /// Replicated entries whose reply on this node differed from the
+    /// leader's. Always 0 for now: detection lands with issue 10.
+    pub divergence: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -195,12 +198,31 @@ impl Metrics {
             peers_alive: gauge(
                 r,
                 "peers_alive",
-                "Group members this node's failure detector considers alive",
+                "Other group members this node's failure detector considers alive",
+            ),
+            divergence: counter(
+                r,
+                "divergence_total",
+                "Replicated entries whose reply on this node differed from the leader's",
             ),
             registry,
         };
         for role in ["leader", "follower", "candidate"] {
             m.role.with_label_values(&[role]).set(0);
+        }
+        // Known label values start at 0, so the first error shows up in
+        // `increase()` / `rate()` (a series that appears at 1 does not).
+        for kind in ["connect", "io", "lost"] {
+            m.backend_errors.with_label_values(&[kind]);
+        }
+        for outcome in ["ok", "tryagain", "unknown", "refused", "not_applied"] {
+            m.write_outcomes.with_label_values(&[outcome]);
+        }
+        for outcome in ["sent", "unreachable"] {
+            m.forwarded.with_label_values(&[outcome]);
+        }
+        for outcome in ["committed", "not_committed", "rejected"] {
+            m.forward_served.with_label_values(&[outcome]);
         }
         m
     }
