@@ -14,7 +14,7 @@
 //! the group's leadership until its data is transferred again.
 
 use crate::config::BackendKind;
-use crate::payload::{self, Kind};
+use crate::payload::{self, Header, Kind, PayloadError};
 use crate::pending::Applied;
 use crate::state::{BackendState, Shared};
 use bytes::{Bytes, BytesMut};
@@ -196,6 +196,28 @@ fn field(text: &Bytes, name: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
 }
 
+/// The payloads of a committed entry: itself, or a batch's members.
+fn members(c: &Committed) -> Vec<Result<(Header, &[u8]), PayloadError>> {
+    match payload::decode(&c.payload) {
+        Ok((h, body)) if h.kind == Kind::Batch => match payload::decode_batch(body) {
+            Ok(ms) => ms.into_iter().map(payload::decode).collect(),
+            Err(e) => vec![Err(e)],
+        },
+        other => vec![other],
+    }
+}
+
+/// Completes the waiters of this node's writes in `c` with `why`.
+fn fail_own(shared: &Shared, c: &Committed, why: &str) {
+    for (h, _) in members(c).into_iter().flatten() {
+        if h.origin == shared.opts.id && h.kind != Kind::Batch {
+            shared
+                .pending
+                .complete(h.tag, Applied::NotApplied(why.to_string()));
+        }
+    }
+}
+
 /// What to read back for one entry of a batch.
 enum Plan {
     /// Nothing was sent (barrier, undecodable entry, aborted transaction).
@@ -214,7 +236,9 @@ struct Applier {
     identity: Option<String>,
     redis: RedisApplier,
     out: BytesMut,
-    plans: Vec<(Plan, Option<u64>)>,
+    /// Per payload: what to read back, its origin's tag when it is ours,
+    /// its log index, and whether it ends its log entry.
+    plans: Vec<(Plan, Option<u64>, u64, bool)>,
 }
 
 impl Applier {
@@ -343,13 +367,7 @@ impl Applier {
                 self.shared.backend.detail()
             );
             for c in batch {
-                if let Ok((h, _)) = payload::decode(&c.payload) {
-                    if h.origin == self.shared.opts.id {
-                        self.shared
-                            .pending
-                            .complete(h.tag, Applied::NotApplied(why.clone()));
-                    }
-                }
+                fail_own(&self.shared, c, &why);
             }
             return;
         }
@@ -358,63 +376,14 @@ impl Applier {
         let me = self.shared.opts.id;
         let kind = self.shared.opts.backend_kind;
         for c in batch {
-            let (header, body) = match payload::decode(&c.payload) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(index = c.index, error = %e, "undecodable log entry skipped");
-                    self.plans.push((Plan::Done(None), None));
-                    continue;
-                }
-            };
-            let tag = (header.origin == me).then_some(header.tag);
-            if header.kind == Kind::Barrier {
-                self.plans.push((Plan::Done(Some(Applied::Barrier)), tag));
-                continue;
+            let ms = members(c);
+            let count = ms.len();
+            for (k, m) in ms.into_iter().enumerate() {
+                let plan = self.plan(c.index, m, me, kind);
+                self.plans.push((plan.0, plan.1, c.index, k + 1 == count));
             }
-            let entry = Entry::decode(&Bytes::copy_from_slice(body));
-            let plan = match (kind, entry) {
-                (BackendKind::Redis, Ok(Entry::Redis(e))) => {
-                    match self.redis.apply(c.index, &e, &mut self.out) {
-                        ApplyPlan::Send {
-                            replies,
-                            client_reply,
-                        } => Plan::Redis {
-                            replies,
-                            client: client_reply,
-                        },
-                        ApplyPlan::Aborted => Plan::Done(Some(Applied::Redis(Frame::NullArray))),
-                    }
-                }
-                (BackendKind::Memcached, Ok(Entry::Memcached(req))) => {
-                    let expect = McRequestDecoder::default()
-                        .decode(&mut BytesMut::from(&req[..]))
-                        .ok()
-                        .flatten()
-                        .map(|r| r.reply_expectation());
-                    self.out.extend_from_slice(&req);
-                    match expect {
-                        Some(ReplyExpectation::One) => Plan::McOne,
-                        _ => {
-                            // noreply and quiet requests: an `mn` after them
-                            // bounds whatever the server sends (an error
-                            // line despite noreply included).
-                            self.out.extend_from_slice(b"mn\r\n");
-                            Plan::McUntilNoop
-                        }
-                    }
-                }
-                (_, other) => {
-                    let why = match other {
-                        Err(e) => format!("undecodable entry: {e}"),
-                        Ok(_) => "an entry for another kind of backend".to_string(),
-                    };
-                    tracing::error!(index = c.index, reason = %why, "log entry skipped");
-                    Plan::Done(Some(Applied::NotApplied(why)))
-                }
-            };
-            self.plans.push((plan, tag));
         }
-        if let Err(e) = self.exchange(batch) {
+        if let Err(e) = self.exchange() {
             self.out_of_step(format!(
                 "the connection broke with entries {}..={} in flight: {e}",
                 batch[0].index,
@@ -424,8 +393,72 @@ impl Applier {
         }
     }
 
+    /// Encodes one payload's backend requests into the batch output and
+    /// says what to read back.
+    fn plan(
+        &mut self,
+        index: u64,
+        m: Result<(Header, &[u8]), PayloadError>,
+        me: u8,
+        kind: BackendKind,
+    ) -> (Plan, Option<u64>) {
+        let (header, body) = match m {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(index, error = %e, "undecodable log entry skipped");
+                return (Plan::Done(None), None);
+            }
+        };
+        let tag = (header.origin == me).then_some(header.tag);
+        if header.kind != Kind::Write {
+            return (Plan::Done(Some(Applied::Barrier)), tag);
+        }
+        let entry = Entry::decode(&Bytes::copy_from_slice(body));
+        let plan = match (kind, entry) {
+            (BackendKind::Redis, Ok(Entry::Redis(e))) => {
+                match self.redis.apply(index, &e, &mut self.out) {
+                    ApplyPlan::Send {
+                        replies,
+                        client_reply,
+                    } => Plan::Redis {
+                        replies,
+                        client: client_reply,
+                    },
+                    ApplyPlan::Aborted => Plan::Done(Some(Applied::Redis(Frame::NullArray))),
+                }
+            }
+            (BackendKind::Memcached, Ok(Entry::Memcached(req))) => {
+                let expect = McRequestDecoder::default()
+                    .decode(&mut BytesMut::from(&req[..]))
+                    .ok()
+                    .flatten()
+                    .map(|r| r.reply_expectation());
+                self.out.extend_from_slice(&req);
+                match expect {
+                    Some(ReplyExpectation::One) => Plan::McOne,
+                    _ => {
+                        // noreply and quiet requests: an `mn` after them
+                        // bounds whatever the server sends (an error
+                        // line despite noreply included).
+                        self.out.extend_from_slice(b"mn\r\n");
+                        Plan::McUntilNoop
+                    }
+                }
+            }
+            (_, other) => {
+                let why = match other {
+                    Err(e) => format!("undecodable entry: {e}"),
+                    Ok(_) => "an entry for another kind of backend".to_string(),
+                };
+                tracing::error!(index = index, reason = %why, "log entry skipped");
+                Plan::Done(Some(Applied::NotApplied(why)))
+            }
+        };
+        (plan, tag)
+    }
+
     /// Sends the batch and reads every reply, delivering the origin's.
-    fn exchange(&mut self, batch: &[Committed]) -> Result<(), String> {
+    fn exchange(&mut self) -> Result<(), String> {
         let shared = self.shared.clone();
         let Some(conn) = self.conn.as_mut() else {
             return Err("no backend connection".into());
@@ -433,7 +466,7 @@ impl Applier {
         if !self.out.is_empty() {
             conn.send(&self.out)?;
         }
-        for (i, (plan, tag)) in self.plans.drain(..).enumerate() {
+        for (plan, tag, index, last) in self.plans.drain(..) {
             let applied = match plan {
                 Plan::Done(a) => a,
                 Plan::Redis { replies, client } => {
@@ -446,7 +479,7 @@ impl Applier {
                             }
                             answer = Some(f);
                         } else if f.is_error() {
-                            tracing::warn!(index = batch[i].index, reply = %frame_text(&f),
+                            tracing::warn!(index, reply = %frame_text(&f),
                                 "backend refused a step of a replicated entry");
                         }
                     }
@@ -471,7 +504,9 @@ impl Applier {
                     Some(Applied::Memcached(last))
                 }
             };
-            shared.backend.set_applied(batch[i].index);
+            if last {
+                shared.backend.set_applied(index);
+            }
             if let (Some(tag), Some(a)) = (tag, applied) {
                 shared.pending.complete(tag, a);
             }
@@ -481,20 +516,13 @@ impl Applier {
 
     fn apply_failed(&mut self, batch: &[Committed]) {
         let applied = self.shared.backend.applied();
-        let me = self.shared.opts.id;
         for c in batch.iter().filter(|c| c.index > applied) {
-            if let Ok((h, _)) = payload::decode(&c.payload) {
-                if h.origin == me {
-                    self.shared.pending.complete(
-                        h.tag,
-                        Applied::NotApplied(
-                            "committed, but the backend connection broke while it was applied \
-                             here; the other replicas hold it"
-                                .into(),
-                        ),
-                    );
-                }
-            }
+            fail_own(
+                &self.shared,
+                c,
+                "committed, but the backend connection broke while it was applied here; \
+                 the other replicas hold it",
+            );
         }
     }
 }

@@ -77,16 +77,6 @@ fn decode_outcome(code: u8, value: u64, max: u32) -> Result<u64, ProposeError> {
     }
 }
 
-/// Proposes on the local replica and waits for the outcome without
-/// blocking a runtime thread.
-pub async fn submit(shared: &Shared, payload: Vec<u8>) -> Result<u64, ProposeError> {
-    let (tx, rx) = oneshot::channel();
-    shared.replica.submit(payload, move |r| {
-        let _ = tx.send(r);
-    });
-    rx.await.unwrap_or(Err(ProposeError::Unknown))
-}
-
 /// Serves the peer port until the process ends.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -147,10 +137,7 @@ async fn serve_peer(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
         let mut payload = vec![0u8; len as usize];
         rd.read_exact(&mut payload).await?;
         // Submitted in arrival order: one connection's writes keep their order.
-        let (done_tx, done_rx) = oneshot::channel();
-        shared.replica.submit(payload, move |r| {
-            let _ = done_tx.send(r);
-        });
+        let done_rx = shared.proposer.submit(payload);
         let tx = tx.clone();
         let shared = shared.clone();
         tokio::spawn(async move {

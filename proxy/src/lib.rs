@@ -18,7 +18,7 @@
 //! - [`replicate`]: the write path and its error semantics.
 //! - [`forward`]: the authenticated peer port between sidecars.
 //! - [`apply`]: the thread applying committed entries to the backend.
-//! - [`payload`]: what is proposed to Mu.
+//! - [`payload`], [`proposer`]: what is proposed to Mu, and batching.
 //! - [`pending`], [`state`]: what the parts share.
 //! - [`metrics`], [`http`]: observability.
 
@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod payload;
 pub mod pending;
+pub mod proposer;
 pub mod replicate;
 pub mod state;
 
@@ -104,9 +105,11 @@ pub async fn run(opts: Options) -> Result<(), String> {
         tokio::task::spawn_blocking(move || mu::node::start(&mu_opts, id, max))
             .await
             .map_err(|e| e.to_string())??;
+    let replica = Arc::new(replica);
     let shared = Arc::new(Shared {
         forward: Forwarder::new(opts.id, peer_addrs, &opts.mu.secret, opts.max_entry),
-        replica: Arc::new(replica),
+        proposer: proposer::Proposer::start(replica.clone(), opts.max_entry as usize),
+        replica,
         pending: Pending::new(),
         metrics: Metrics::new(opts.id),
         backend: BackendHealth::default(),

@@ -4,7 +4,9 @@
 //! ```text
 //! u8  version (= 1)
 //! u8  origin: the node id (1-based) of the sidecar a client waits on
-//! u8  kind:   1 = write (entry follows), 2 = read barrier (nothing follows)
+//! u8  kind:   1 = write (entry follows), 2 = read barrier (nothing follows),
+//!             3 = batch (origin and tag unused; members follow, each a
+//!             u32 little-endian length and a whole payload of kind 1 or 2)
 //! u8  reserved (= 0)
 //! u64 tag, little-endian: unique among the origin process's requests
 //! ... the entry (`mu_protocols::entry::Entry` wire form), for writes
@@ -15,6 +17,10 @@
 //! follower that forwarded a write to the leader answers its client from
 //! its own backend, and a client whose write outlived a leader change still
 //! gets its answer once the entry commits.
+//!
+//! A leader packs the proposals waiting at one moment (from its own clients
+//! and forwarded ones) into one batch entry: one log write replicates them
+//! all, and every replica applies the members in order.
 
 use thiserror::Error;
 
@@ -30,6 +36,8 @@ pub enum Kind {
     /// A read barrier (`--reads leader`): nothing is applied; once the origin
     /// has applied up to it, it serves the read from its backend.
     Barrier,
+    /// Several payloads in one log entry.
+    Batch,
 }
 
 /// The decoded header.
@@ -65,6 +73,7 @@ pub fn encode(header: Header, entry: &[u8]) -> Vec<u8> {
     out.push(match header.kind {
         Kind::Write => 1,
         Kind::Barrier => 2,
+        Kind::Batch => 3,
     });
     out.push(0);
     out.extend_from_slice(&header.tag.to_le_bytes());
@@ -83,6 +92,7 @@ pub fn decode(payload: &[u8]) -> Result<(Header, &[u8]), PayloadError> {
     let kind = match (payload[2], payload[3]) {
         (1, 0) => Kind::Write,
         (2, 0) => Kind::Barrier,
+        (3, 0) => Kind::Batch,
         (k, _) => return Err(PayloadError::Kind(k)),
     };
     let mut tag = [0u8; 8];
@@ -95,6 +105,44 @@ pub fn decode(payload: &[u8]) -> Result<(Header, &[u8]), PayloadError> {
         },
         &payload[HEADER..],
     ))
+}
+
+/// Bytes a member adds to a batch besides its payload.
+pub const MEMBER_OVERHEAD: usize = 4;
+
+/// Packs whole payloads into one batch payload.
+pub fn encode_batch<'a>(members: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = encode(
+        Header {
+            origin: 0,
+            kind: Kind::Batch,
+            tag: 0,
+        },
+        &[],
+    );
+    for m in members {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// The members of a batch's body (what follows its header).
+pub fn decode_batch(mut body: &[u8]) -> Result<Vec<&[u8]>, PayloadError> {
+    let mut members = Vec::new();
+    while !body.is_empty() {
+        if body.len() < MEMBER_OVERHEAD {
+            return Err(PayloadError::Short(body.len()));
+        }
+        let len = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+        let rest = &body[MEMBER_OVERHEAD..];
+        if rest.len() < len {
+            return Err(PayloadError::Short(rest.len()));
+        }
+        members.push(&rest[..len]);
+        body = &rest[len..];
+    }
+    Ok(members)
 }
 
 #[cfg(test)]
@@ -125,5 +173,32 @@ mod tests {
         let mut r = p;
         r[3] = 1;
         assert_eq!(decode(&r), Err(PayloadError::Kind(1)));
+    }
+
+    #[test]
+    fn batches_round_trip_and_reject_truncation() {
+        let a = encode(
+            Header {
+                origin: 1,
+                kind: Kind::Write,
+                tag: 7,
+            },
+            b"first",
+        );
+        let b = encode(
+            Header {
+                origin: 2,
+                kind: Kind::Barrier,
+                tag: 8,
+            },
+            b"",
+        );
+        let batch = encode_batch([&a[..], &b[..]]);
+        let (h, body) = decode(&batch).unwrap();
+        assert_eq!(h.kind, Kind::Batch);
+        assert_eq!(decode_batch(body).unwrap(), vec![&a[..], &b[..]]);
+        assert!(decode_batch(&body[..body.len() - 1]).is_err());
+        assert!(decode_batch(&body[..2]).is_err());
+        assert_eq!(decode_batch(&[]).unwrap(), Vec::<&[u8]>::new());
     }
 }

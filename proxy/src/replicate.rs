@@ -250,13 +250,7 @@ async fn start(shared: &Shared, target: Option<NodeId>, payload: &[u8]) -> Start
                 Started::Done(Attempt::Retry(why, None))
             }
         },
-        _ => {
-            let (tx, rx) = oneshot::channel();
-            shared.replica.submit(payload.to_vec(), move |r| {
-                let _ = tx.send(r);
-            });
-            Started::Waiting(rx, false)
-        }
+        _ => Started::Waiting(shared.proposer.submit(payload.to_vec()), false),
     }
 }
 

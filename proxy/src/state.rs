@@ -4,6 +4,7 @@ use crate::config::Options;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::pending::Pending;
+use crate::proposer::Proposer;
 use mu::core::{RoleKind, Status};
 use mu::Replica;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -88,6 +89,8 @@ pub struct Shared {
     pub opts: Options,
     /// Its Mu replica.
     pub replica: Arc<Replica>,
+    /// The batching front of the replica: every proposal goes through it.
+    pub proposer: Proposer,
     /// Writes waiting to be applied.
     pub pending: Pending,
     /// Metrics.

@@ -21,6 +21,9 @@ fn backend_loss_and_empty_restart() {
     let f = (leader + 1) % 3;
     let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
     assert_eq!(text(&w.cmd(&["SET", "before", "1"])), "OK");
+    // Killed while idle: nothing in flight, so the node waits for it (a
+    // kill in the middle of applying makes the backend out of step at once).
+    c.wait_applied(&all, c.commit_index(&all), LIMIT);
     c.nodes[f].backend_proc.kill();
     let http = c.nodes[f].http;
     let why = wait_for(
