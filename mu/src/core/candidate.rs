@@ -6,15 +6,22 @@
 //!    number. Grants from rejoining replicas do not count: they may have
 //!    forgotten values they accepted before their restart.
 //! 3. With a majority (itself included), the candidate reads each
-//!    grantor's log header (min proposal), status (apply position) and log
-//!    from its own apply position on, as far as an unbroken chain goes.
-//! 4. It picks a proposal number above every min proposal it saw, and for
-//!    each index adopts the value with the highest proposal among the logs
-//!    read (mu-reference §2.4): a value a previous leader may have committed
-//!    is never lost. Adopted values are rewritten under the new number,
-//!    keeping their identity, so their proposers learn they committed (B1).
-//! 5. It becomes leader: followers get the new min proposal and their grant
-//!    stamp, then the log from their apply position.
+//!    grantor's log header (min proposal) and status (apply position).
+//! 4. It picks a proposal number above every min proposal it saw and
+//!    writes it into every member's min proposal (the promise), then reads
+//!    each member's log from its own apply position on, as far as an
+//!    unbroken chain goes. A member counts only once its promise write
+//!    completed: a member that granted its log to an older leader again
+//!    before the promise landed would take that leader's entries, which
+//!    the logs read here would not show, and that leader, reading the
+//!    promise when it joins the member, steps down (mu-reference §2.4
+//!    writes the proposal before reading the slots for the same reason).
+//! 5. For each index it adopts the value with the highest proposal among the
+//!    logs read: a value a previous leader may have committed is never lost.
+//!    Adopted values are rewritten under the new number, keeping their
+//!    identity, so their proposers learn they committed (B1).
+//! 6. It becomes leader: followers get their grant stamp, then the log from
+//!    their apply position.
 
 use super::leader::{Leader, Phase};
 use super::*;
@@ -35,12 +42,18 @@ struct Prepare {
     started_at: u64,
     members: [bool; MAX_NODES],
     peers: Vec<PeerLog>,
+    /// The proposal number, chosen once every member's header was read.
+    proposal: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// Reading the header and status.
     #[default]
     Meta,
+    /// Header and status read; waiting for the proposal number.
+    Read,
+    /// Promise written (completion pending) and log being read.
     Chain,
     Done,
 }
@@ -52,6 +65,8 @@ struct PeerLog {
     min_proposal: u64,
     floor: u64,
     status: PeerStatus,
+    /// The promise write completed.
+    promised: bool,
     read_pos: u64,
     read_len: u64,
     /// Header, payload offset in `payloads`, chain hash.
@@ -150,6 +165,7 @@ impl Core {
         peers[me].min_proposal = self.own_min_proposal(mem);
         peers[me].floor = mem.read_u64(layout::FLOOR);
         peers[me].stage = Stage::Done;
+        peers[me].promised = true;
         if self.read_own_chain(&mut peers[me], mem).is_err() {
             return self.set_lapped();
         }
@@ -157,6 +173,7 @@ impl Core {
             started_at: self.now,
             members,
             peers,
+            proposal: None,
         });
         for q in self.peers().collect::<Peers>() {
             if members[q.idx()] {
@@ -250,13 +267,86 @@ impl Core {
                 log.min_proposal = min_proposal;
                 log.floor = floor;
                 log.status = st;
-                log.stage = Stage::Chain;
+                log.stage = Stage::Read;
                 log.read_pos = start;
-                self.read_chunk(q);
+                self.maybe_promise(mem);
             }
             Stage::Chain => self.parse_chunk(q, mem),
-            Stage::Done => {}
+            Stage::Read | Stage::Done => {}
         }
+    }
+
+    /// Once every member's header is read: picks the proposal number above
+    /// every min proposal seen, writes it into each member's header and
+    /// starts reading their logs behind it.
+    fn maybe_promise(&mut self, mem: &mut dyn Memory) {
+        let n = self.n;
+        let floor = self.own_min_proposal(mem).max(self.last_proposal);
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        let Some(p) = &c.prepare else {
+            return;
+        };
+        if p.proposal.is_some() || (0..n).any(|q| p.members[q] && p.peers[q].stage == Stage::Meta) {
+            return;
+        }
+        let highest = (0..n)
+            .filter(|&q| p.members[q])
+            .map(|q| p.peers[q].min_proposal)
+            .fold(floor, u64::max);
+        let proposal = proposal_number(proposal_round(highest) + 1, self.id);
+        self.last_proposal = proposal;
+        mem.write_u64(layout::MIN_PROPOSAL, proposal);
+        mem.write_u64(layout::STAGE_MIN_PROPOSAL, proposal);
+        let Some(p) = &mut self.cand().prepare else {
+            return;
+        };
+        p.proposal = Some(proposal);
+        let members = p.members;
+        for q in self.peers().collect::<Peers>() {
+            if !members[q.idx()] {
+                continue;
+            }
+            self.post_write(
+                q,
+                OpKind::PrepPromise,
+                layout::STAGE_MIN_PROPOSAL,
+                layout::MIN_PROPOSAL,
+                8,
+            );
+            if let Some(p) = &mut self.cand().prepare {
+                p.peers[q.idx()].stage = Stage::Chain;
+            }
+            self.read_chunk(q);
+        }
+    }
+
+    pub(super) fn on_promise_write(
+        &mut self,
+        q: NodeId,
+        result: Result<(), OpError>,
+        mem: &mut dyn Memory,
+    ) {
+        let n = self.n;
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        let Some(p) = &mut c.prepare else {
+            return;
+        };
+        if !p.members[q.idx()] {
+            return;
+        }
+        if result.is_err() {
+            p.members[q.idx()] = false;
+            if p.members.iter().filter(|m| **m).count() < majority(n) {
+                return self.step_down();
+            }
+        } else {
+            p.peers[q.idx()].promised = true;
+        }
+        self.maybe_decide(mem);
     }
 
     /// Parses the chunk of `q`'s log that landed in its scratch.
@@ -366,13 +456,15 @@ impl Core {
     }
 
     fn maybe_decide(&mut self, mem: &mut dyn Memory) {
+        self.maybe_promise(mem);
         let Role::Candidate(c) = &self.role else {
             return;
         };
         let Some(p) = &c.prepare else {
             return;
         };
-        let pending = (0..self.n).any(|q| p.members[q] && p.peers[q].stage != Stage::Done);
+        let pending = (0..self.n)
+            .any(|q| p.members[q] && (p.peers[q].stage != Stage::Done || !p.peers[q].promised));
         if !pending {
             self.decide(mem);
         }
@@ -393,10 +485,9 @@ impl Core {
             return;
         };
         let members = prep.members;
-        let mut highest = self.own_min_proposal(mem).max(self.last_proposal);
-        for (log, _) in prep.peers.iter().zip(members).filter(|(_, m)| *m) {
-            highest = highest.max(log.min_proposal);
-        }
+        let Some(proposal) = prep.proposal else {
+            return;
+        };
         // A member whose ring floor is above this candidate's cursor may
         // have reused the space of entries the candidate still needs.
         let floor = (0..self.n)
@@ -407,11 +498,6 @@ impl Core {
         if floor > self.applier.apply_pos {
             return self.set_lapped();
         }
-        let proposal = proposal_number(proposal_round(highest) + 1, self.id);
-        self.last_proposal = proposal;
-        mem.write_u64(layout::MIN_PROPOSAL, proposal);
-        mem.write_u64(layout::STAGE_MIN_PROPOSAL, proposal);
-
         let mut leader = Leader::new(proposal, self.cfg.max_payload);
         leader.floor = floor;
         mem.write_u64(layout::STAGE_FLOOR, floor);

@@ -163,6 +163,7 @@ enum OpKind {
     HeaderWrite { epoch: u32 },
     JoinRead { epoch: u32 },
     PrepRead { last: bool },
+    PrepPromise,
     RestoreRead,
 }
 
@@ -404,6 +405,7 @@ impl Core {
             }
             OpKind::JoinRead { epoch } => self.on_join_read(c.peer, epoch, c.result, mem),
             OpKind::PrepRead { last } => self.on_prepare_read(c.peer, last, c.result, mem),
+            OpKind::PrepPromise => self.on_promise_write(c.peer, c.result, mem),
         }
         self.follow(mem);
     }
