@@ -475,6 +475,11 @@ impl Core {
         }
         let request = f.request;
         self.confirm_follower(q, st, flags & FLAG_RECOVERING != 0, request, mem);
+        // Its applied prefix counts as acknowledged: entries a previous
+        // leader decided commit here too, even if nothing new is written.
+        if self.ldr_ref().is_some() {
+            self.recompute_commit(mem);
+        }
     }
 
     /// Starts replicating to `q` from its apply position: min proposal and
