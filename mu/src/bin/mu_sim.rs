@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         mut transfers,
     ) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut sizes = [0u64; 8];
+    let mut recoveries = Vec::new();
     for seed in start..start + count {
         let o = Options::from_seed(seed, nodes);
         sizes[o.nodes] += 1;
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
                 if verbose {
                     println!("{r:?}");
                 }
+                recoveries.push((r.recovery_ns, seed));
             }
             Err(f) => {
                 failures += 1;
@@ -99,6 +101,20 @@ fn main() -> ExitCode {
         began.elapsed().as_secs_f64(),
         groups.join(" "),
     );
+    recoveries.sort_unstable();
+    if let Some(&(worst, seed)) = recoveries.last() {
+        let pct = |p: f64| {
+            recoveries[((recoveries.len() as f64 * p) as usize).min(recoveries.len() - 1)].0
+        };
+        println!(
+            "first commit after the faults: p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs (seed {seed})",
+            pct(0.5) / 1_000,
+            pct(0.9) / 1_000,
+            pct(0.99) / 1_000,
+            pct(0.999) / 1_000,
+            worst / 1_000
+        );
+    }
     if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -7,10 +7,12 @@
 //!
 //! 1. **safety**: clients propose while replicas crash (losing their memory)
 //!    and restart, pause and resume, and get cut off; writes tear and links
-//!    stall. After every step the [`invariants`] are checked.
-//! 2. **liveness**: faults stop, everything heals; the group must elect a
-//!    leader, commit fresh proposals and bring every replica up to the same
-//!    applied index within a budget. At most a minority ever loses its
+//!    stall; in half the seeds every node also stalls for a few heartbeat
+//!    intervals at random (a loaded host), so detectors misfire and
+//!    leadership flaps. After every step the [`invariants`] are checked.
+//! 2. **liveness**: faults stop, everything heals; a fresh proposal must
+//!    commit within [`Options::recovery_bound_ns`], and the group must bring
+//!    every replica up to the same applied index within a budget. At most a minority ever loses its
 //!    memory at once, so the group always stays recoverable.
 //!
 //! A failure prints the options and the command that reproduces it.
@@ -50,6 +52,10 @@ pub struct Report {
     pub pauses: u64,
     /// Partitions injected.
     pub partitions: u64,
+    /// Scheduler stalls injected (see [`Options::stall_per_ms`]).
+    pub stalls: u64,
+    /// From the end of the faults to the first commit of a fresh proposal.
+    pub recovery_ns: u64,
     /// State transfers performed for replicas that fell behind the ring.
     pub transfers: u64,
     /// Crashes that hit the leader.
@@ -197,6 +203,7 @@ impl Sim {
             self.net.run_until(self.now);
             if self.now < safety_end {
                 self.inject_faults();
+                self.stall_storm();
             } else if !healed {
                 self.heal();
                 healed = true;
@@ -209,6 +216,15 @@ impl Sim {
             self.global_checks()?;
             if healed && self.converged() {
                 return Ok(());
+            }
+            let bound = self.o.recovery_bound_ns;
+            if healed && self.acked_after_faults == 0 && self.now > safety_end + bound {
+                return Err(Violation::Stuck {
+                    what: format!(
+                        "nothing committed within {bound} ns of the faults ending; {}",
+                        self.summary()
+                    ),
+                });
             }
         }
         Err(Violation::Stuck {
@@ -286,8 +302,32 @@ impl Sim {
         }
     }
 
+    /// Stalls nodes at random for a few heartbeat intervals each, like a
+    /// loaded host deschedules processes.
+    fn stall_storm(&mut self) {
+        if self.o.stall_per_ms <= 0.0 {
+            return;
+        }
+        let p = (self.o.stall_per_ms * self.o.tick_ns as f64 / 1e6).min(1.0);
+        for v in 0..self.o.nodes {
+            if self.rng.gen_bool(p) && self.active(v) {
+                let len = self.rng.gen_range(self.o.tick_ns..=self.o.stall_max_ns);
+                self.nodes[v].paused_until = self.now + len;
+                self.report.stalls += 1;
+            }
+        }
+    }
+
     fn heal(&mut self) {
         self.net.heal_all();
+        // Proposals still waiting were probably lost with a leader change:
+        // their clients give up on them as fast as on fresh ones.
+        let patience = self.now + 50 * self.o.heartbeat_ns;
+        for c in &mut self.clients {
+            if let Some((_, _, deadline)) = &mut c.waiting {
+                *deadline = (*deadline).min(patience);
+            }
+        }
         for n in &mut self.nodes {
             n.paused_until = 0;
             n.cut_until = 0;
@@ -394,7 +434,11 @@ impl Sim {
             }
         });
         self.report.acked += acked;
-        if self.now >= self.o.safety_ms * 1_000_000 {
+        let healed_at = self.o.safety_ms * 1_000_000;
+        if self.now >= healed_at {
+            if self.acked_after_faults == 0 && acked > 0 {
+                self.report.recovery_ns = self.now - healed_at;
+            }
             self.acked_after_faults += acked;
         }
         result
@@ -461,7 +505,15 @@ impl Sim {
             match core.propose(now, &payload, node.ep.memory()) {
                 Ok(p) => {
                     self.checker.proposed(p.id, &payload);
-                    self.clients[k].waiting = Some((target, p, now + 5_000_000));
+                    // Once the faults stop, a proposal that does not commit
+                    // soon was lost with a leader change: give up on it
+                    // quickly, so the recovery time measures the group.
+                    let patience = if now >= self.o.safety_ms * 1_000_000 {
+                        50 * self.o.heartbeat_ns
+                    } else {
+                        5_000_000
+                    };
+                    self.clients[k].waiting = Some((target, p, now + patience));
                     execute(core, &mut node.ep);
                     self.deliver(target)?;
                 }
@@ -595,8 +647,8 @@ fn config(o: &Options, id: NodeId, start: StartMode, incarnation: u16) -> Config
     c.start = start;
     c.incarnation = incarnation;
     c.heartbeat_interval_ns = o.heartbeat_ns;
-    c.permission_timeout_ns = 200_000;
-    c.prepare_timeout_ns = 2_000_000;
+    c.permission_timeout_ns = o.permission_timeout_ns;
+    c.prepare_timeout_ns = o.prepare_timeout_ns;
     c.commit_flush_delay_ns = 10_000;
     c.rescan_idle_ns = 100_000;
     c.max_inflight_per_peer = 64;

@@ -34,10 +34,29 @@ pub struct Options {
     pub safety_ms: u64,
     /// Budget of the liveness phase (faults off).
     pub liveness_ms: u64,
+    /// Once the faults stop, a fresh proposal must commit within this many
+    /// nanoseconds (the liveness bound: failure detection, permissions,
+    /// prepare and a commit, with a wide margin).
+    pub recovery_bound_ns: u64,
     /// Simulation step.
     pub tick_ns: u64,
     /// Heartbeat interval of the replicas.
     pub heartbeat_ns: u64,
+    /// How long a candidate or leader waits for a permission ack before
+    /// asking again. Half the seeds use the production ratio to the
+    /// heartbeat (2 intervals, as `Config::new`), where a link spike or a
+    /// stalled peer easily outlasts it.
+    pub permission_timeout_ns: u64,
+    /// How long a prepare may take (production ratio: 50 heartbeats; else
+    /// 200).
+    pub prepare_timeout_ns: u64,
+    /// Expected scheduler stalls per node per simulated millisecond during
+    /// the safety phase: every node, leader or not, stops for a few
+    /// heartbeat intervals at random, as processes on a busy host do. Their
+    /// failure detectors misfire and leadership flaps.
+    pub stall_per_ms: f64,
+    /// Longest such stall, in nanoseconds.
+    pub stall_max_ns: u64,
     /// The planted bug, if any.
     #[cfg(feature = "planted-bugs")]
     pub planted: Option<PlantedBug>,
@@ -72,11 +91,33 @@ impl Options {
             partition_per_ms: rng.gen_range(0.0..0.4),
             safety_ms: rng.gen_range(4..12),
             liveness_ms: 60,
+            recovery_bound_ns: 3_000_000,
             tick_ns: 2_000,
             heartbeat_ns: 10_000,
+            permission_timeout_ns: 200_000,
+            prepare_timeout_ns: 2_000_000,
+            stall_per_ms: 0.0,
+            stall_max_ns: 0,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         }
+        .with_timing(&mut rng)
+    }
+
+    /// Draws the timing profile and the stall storms (after every other
+    /// knob, so those keep their values for a seed).
+    fn with_timing(mut self, rng: &mut SmallRng) -> Options {
+        let hb = self.heartbeat_ns;
+        if rng.gen_bool(0.5) {
+            // `Config::new`: permission timeout 2 heartbeats, prepare 50.
+            self.permission_timeout_ns = 2 * hb;
+            self.prepare_timeout_ns = 50 * hb;
+        }
+        if rng.gen_bool(0.5) {
+            self.stall_per_ms = rng.gen_range(0.5..8.0);
+            self.stall_max_ns = hb * rng.gen_range(2..40);
+        }
+        self
     }
 }
 
@@ -85,7 +126,8 @@ impl fmt::Display for Options {
         write!(
             f,
             "seed={} nodes={} ring={}B max_payload={}B delay={}..{}ns spikes={}@{}ns tear={:.2} \
-             clients={} crash/ms={:.2} pause/ms={:.2} partition/ms={:.2} safety={}ms",
+             clients={} crash/ms={:.2} pause/ms={:.2} partition/ms={:.2} stall/ms={:.2}<={}ns \
+             permission_timeout={}ns prepare_timeout={}ns safety={}ms",
             self.seed,
             self.nodes,
             self.ring_capacity,
@@ -99,6 +141,10 @@ impl fmt::Display for Options {
             self.crash_per_ms,
             self.pause_per_ms,
             self.partition_per_ms,
+            self.stall_per_ms,
+            self.stall_max_ns,
+            self.permission_timeout_ns,
+            self.prepare_timeout_ns,
             self.safety_ms
         )?;
         #[cfg(feature = "planted-bugs")]
