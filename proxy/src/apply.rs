@@ -167,6 +167,28 @@ impl BackendConn {
         self.read_frame()
     }
 
+    /// True when the server holds any data (Redis: a key in any database;
+    /// memcached: any item).
+    fn holds_data(&mut self) -> Result<bool, String> {
+        match self.kind {
+            BackendKind::Redis => match self.call_redis(&[&b"INFO"[..], b"keyspace"])? {
+                Frame::Bulk(text) => Ok(String::from_utf8_lossy(&text)
+                    .lines()
+                    .any(|l| l.starts_with("db"))),
+                other => Err(format!("INFO keyspace answered {}", frame_text(&other))),
+            },
+            BackendKind::Memcached => {
+                self.send(b"stats\r\n")?;
+                match self.read_mc()? {
+                    McReply::Stats(stats) => Ok(stats
+                        .iter()
+                        .any(|(k, v)| &k[..] == b"curr_items" && &v[..] != b"0")),
+                    other => Err(format!("stats answered {other:?}")),
+                }
+            }
+        }
+    }
+
     /// A cheap round trip that proves the server is there.
     fn ping(&mut self) -> Result<(), String> {
         match self.kind {
@@ -307,7 +329,30 @@ impl Applier {
                 return true;
             }
             match BackendConn::connect(&self.shared) {
-                Ok((c, identity)) => {
+                Ok((mut c, identity)) => {
+                    if self.identity.is_none() && !self.shared.opts.adopt_backend_data {
+                        match c.holds_data() {
+                            Ok(false) => {}
+                            Ok(true) => {
+                                self.out_of_step(
+                                    "the backend already held data when this sidecar started, \
+                                     so it cannot know which log entries that data reflects and \
+                                     applies none (a restarted sidecar in front of a kept \
+                                     backend needs a state transfer); flush the backend and \
+                                     restart the sidecar, or start it with \
+                                     --adopt-backend-data if every node's backend holds the same \
+                                     data and the group's log is empty"
+                                        .into(),
+                                );
+                                return false;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot tell whether the backend is empty");
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                        }
+                    }
                     if let Some(old) = &self.identity {
                         if *old != identity {
                             self.out_of_step(format!(

@@ -87,6 +87,13 @@ pub struct Options {
     /// (by default they are refused).
     #[arg(long, env = "MU_TRUST_SCRIPTS")]
     pub trust_scripts: bool,
+    /// Apply the log on top of what the backend holds at start. By default a
+    /// backend that is not empty when the sidecar starts is treated as out
+    /// of step (a restarted sidecar cannot tell which entries it already
+    /// applied); set this only when starting a new group whose backends all
+    /// hold the same data.
+    #[arg(long, env = "MU_ADOPT_BACKEND_DATA")]
+    pub adopt_backend_data: bool,
     /// Client connections accepted at once; more are refused with an error.
     #[arg(long, env = "MU_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,

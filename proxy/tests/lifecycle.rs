@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{http_get, start_backend_on, text, wait_for, Cluster, Kind, McClient, RespClient};
+use common::{
+    http_get, spawn_sidecar, start_backend_on, text, wait_for, Cluster, Kind, McClient, RespClient,
+};
 use mu_protocols::memcached::McReply;
 use std::time::Duration;
 
@@ -180,4 +182,39 @@ fn memcached_writes_reach_every_backend() {
     // Reads are local and see the writes too.
     let r = m[2].call(b"get a b\r\n").unwrap();
     assert!(matches!(&r, McReply::Values(v) if v.len() == 2), "{r:?}");
+}
+
+/// A sidecar restarted in front of the backend it left (which holds data)
+/// cannot know which log entries that data reflects: it applies none,
+/// serves no reads from it and says why, instead of applying the log a
+/// second time.
+#[test]
+fn restarted_sidecar_does_not_reapply_onto_kept_data() {
+    let mut c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let all = [0, 1, 2];
+    let leader = c.wait_leader(&all, LIMIT);
+    let f = (leader + 1) % 3;
+    let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
+    assert_eq!(w.cmd(&["INCR", "n"]), mu_protocols::resp::Frame::Integer(1));
+    c.wait_applied(&all, c.commit_index(&all), LIMIT);
+    let node = &mut c.nodes[f];
+    node.proc.kill();
+    node.proc = spawn_sidecar(&node.args, &node.log, node.id);
+    let status = wait_for(LIMIT, "the restarted node to report its backend", || {
+        let s = c.status(f)?;
+        (s["backend"]["state"] == "out-of-step").then_some(s)
+    });
+    assert!(
+        status["backend"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already held data"),
+        "{status}"
+    );
+    let mut r = RespClient::connect(c.nodes[f].listen).unwrap();
+    assert!(text(&r.cmd(&["GET", "n"])).starts_with("LOADING mu-sidecar"));
+    // The group goes on, and the kept backend was not written twice.
+    assert_eq!(w.cmd(&["INCR", "n"]), mu_protocols::resp::Frame::Integer(2));
+    let mut b = RespClient::connect(c.nodes[f].backend).unwrap();
+    assert_eq!(text(&b.cmd(&["GET", "n"])), "1");
 }
