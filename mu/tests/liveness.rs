@@ -74,3 +74,29 @@ fn a_joining_follower_applied_prefix_counts_toward_the_commit() {
         panic!("{f}");
     }
 }
+
+/// Permissions over slow links: a grant's round trip (request write, the
+/// peer's next step, ack write) takes longer than the permission timeout,
+/// as on a loaded host where the peers' loops are descheduled for
+/// milliseconds. A candidate that counted only an ack of its latest request
+/// number re-asked with a fresh number before any ack arrived, so no ack
+/// ever matched and it stayed a candidate for good; acks of any number of
+/// the same candidacy now count.
+///
+/// 1. every link takes 12–16 µs one way, the permission timeout is 20 µs;
+/// 2. the usual faults run, then everything heals;
+/// 3. a leader must commit fresh proposals within the bound.
+#[test]
+fn grants_slower_than_the_permission_timeout_still_count() {
+    for seed in 900_000..900_040 {
+        let mut o = Options::from_seed(seed, Some(3));
+        o.link.min_delay_ns = 12_000;
+        o.link.max_delay_ns = 16_000;
+        o.link.spike_prob = 0.0;
+        o.permission_timeout_ns = 20_000;
+        o.prepare_timeout_ns = 50 * o.heartbeat_ns;
+        if let Err(f) = run(&o) {
+            panic!("{f}");
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //! 1. The candidate revokes every remote writer of its own log and writes a
 //!    fresh request number into each peer's request slot.
 //! 2. Each peer that grants (revoking its previous holder first) acks the
-//!    number. Grants from rejoining replicas do not count: they may have
+//!    number. Peers that have not granted are asked again after the
+//!    permission timeout with a fresh number; an ack of any number of this
+//!    candidacy counts, so grants slower than the timeout are not lost. Grants from rejoining replicas do not count: they may have
 //!    forgotten values they accepted before their restart.
 //! 3. With a majority (itself included), the candidate reads each
 //!    grantor's log header (min proposal) and status (apply position).
@@ -32,7 +34,12 @@ use applier::Pending;
 
 #[derive(Debug)]
 pub(super) struct Candidate {
+    /// The latest request number sent to each peer.
     requests: [u64; MAX_NODES],
+    /// The first request number of this candidacy sent to each peer: an
+    /// ack of any number from it on is a grant to this candidacy (numbers
+    /// only grow), so an ack that arrives after a re-request still counts.
+    first_requests: [u64; MAX_NODES],
     requested_at: u64,
     prepare: Option<Prepare>,
 }
@@ -100,6 +107,7 @@ impl Core {
         }
         self.role = Role::Candidate(Box::new(Candidate {
             requests,
+            first_requests: requests,
             requested_at: self.now,
             prepare: None,
         }));
@@ -141,7 +149,7 @@ impl Core {
                 continue;
             }
             let ack = mem.read_u64(layout::slot(layout::ACKS, NodeId(p as u8)));
-            if ack & !ACK_RECOVERING == c.requests[p] && ack & ACK_RECOVERING == 0 {
+            if ack >= c.first_requests[p] && ack & ACK_RECOVERING == 0 {
                 *member = true;
                 count += 1;
             }
@@ -478,6 +486,7 @@ impl Core {
         };
         let Candidate {
             requests,
+            first_requests,
             requested_at,
             prepare,
         } = *c;
@@ -522,6 +531,7 @@ impl Core {
         for q in self.peers().collect::<Peers>() {
             let f = &mut leader.followers[q.idx()];
             f.request = requests[q.idx()];
+            f.first_request = first_requests[q.idx()];
             f.requested_at = requested_at;
             f.phase = Phase::Requested;
         }

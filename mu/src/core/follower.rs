@@ -24,7 +24,12 @@ impl Core {
             Role::Candidate(_) => {}
             Role::Follower => {
                 if let Some(stamp) = self.frozen {
-                    if mem.read_u64(layout::STAMP) != stamp {
+                    // The holder stamps with the latest number it sent, so
+                    // a request of its that arrived after the stamp was
+                    // staged is covered; the id bits keep an earlier
+                    // holder's stamp from counting.
+                    let landed = mem.read_u64(layout::STAMP);
+                    if !stamp_covers(landed, stamp) {
                         return;
                     }
                     self.frozen = None;
@@ -65,4 +70,11 @@ impl Core {
             self.step_down();
         }
     }
+}
+
+/// Whether the grant stamp `landed` was written by the holder of the grant
+/// `granted` (same id bits) at or after that request.
+fn stamp_covers(landed: u64, granted: u64) -> bool {
+    let id_mask = (1u64 << REQUEST_ID_BITS) - 1;
+    landed & id_mask == granted & id_mask && landed >= granted
 }

@@ -38,7 +38,11 @@ pub(super) struct Follower {
     pub phase: Phase,
     /// Bumped whenever the phase restarts; completions of older epochs are stale.
     pub epoch: u32,
+    /// The latest request number sent to it.
     pub request: u64,
+    /// The first request number of the current attempt: an ack of any
+    /// number from it on is a grant to this leader.
+    pub first_request: u64,
     pub requested_at: u64,
     /// Absolute position up to which writes were posted.
     pub sent_pos: u64,
@@ -402,14 +406,20 @@ impl Core {
                     let f = &mut self.ldr().followers[q.idx()];
                     f.phase = Phase::Requested;
                     f.request = r;
+                    f.first_request = r;
                     f.requested_at = now;
                 }
                 Phase::Requested => {
                     let ack = mem.read_u64(layout::slot(layout::ACKS, q));
-                    if ack & !ACK_RECOVERING == f.request {
+                    if ack & !ACK_RECOVERING >= f.first_request {
                         self.start_join(q);
-                    } else if now >= f.requested_at + timeout {
-                        self.ldr().followers[q.idx()].phase = Phase::Absent;
+                    } else if now >= f.requested_at + timeout && alive {
+                        // Ask again; a late ack of the earlier number
+                        // still counts.
+                        let r = self.send_request(q, mem);
+                        let f = &mut self.ldr().followers[q.idx()];
+                        f.request = r;
+                        f.requested_at = now;
                     }
                 }
                 _ => {}

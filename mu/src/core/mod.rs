@@ -55,6 +55,8 @@ use std::collections::VecDeque;
 
 /// Bit of an ack word telling the candidate that the grantor is rejoining.
 const ACK_RECOVERING: u64 = 1 << 63;
+/// Low bits of a request number that hold the requester's id.
+const REQUEST_ID_BITS: u32 = 6;
 /// Status record flag: rejoining, not yet caught up.
 const FLAG_RECOVERING: u64 = 1;
 /// Status record flag: behind the ring, needs a state transfer.
@@ -557,8 +559,11 @@ impl Core {
         });
     }
 
+    /// A request number above every earlier one of this node, with the
+    /// node's id in its low bits (so a grant stamp names its writer).
     fn next_request(&mut self) -> u64 {
-        self.request_seq = (self.request_seq + 1).max(self.now) & !ACK_RECOVERING;
+        let round = ((self.request_seq >> REQUEST_ID_BITS) + 1).max(self.now >> REQUEST_ID_BITS);
+        self.request_seq = ((round << REQUEST_ID_BITS) | u64::from(self.id.0)) & !ACK_RECOVERING;
         self.request_seq
     }
 
