@@ -25,11 +25,7 @@ fn flapping_leaders_recover_within_the_bound() {
     let mut worst = 0;
     for (nodes, first) in [(3usize, 800_000u64), (4, 810_000), (5, 820_000)] {
         for seed in first..first + SEEDS {
-            let mut o = Options::from_seed(seed, Some(nodes));
-            o.permission_timeout_ns = 2 * o.heartbeat_ns;
-            o.prepare_timeout_ns = 50 * o.heartbeat_ns;
-            o.stall_per_ms = 4.0;
-            o.stall_max_ns = 30 * o.heartbeat_ns;
+            let o = Options::from_seed(seed, Some(nodes)).flapping();
             match run(&o) {
                 Ok(r) => {
                     stalls += r.stalls;

@@ -3,6 +3,7 @@
 //! ```text
 //! mu-sim --seeds 10000            # seeds 0..10000, group size from each seed
 //! mu-sim --seed 42 --nodes 4      # reproduce one run
+//! mu-sim --seeds 1000 --flapping  # every seed: production timing, stall storms
 //! ```
 
 use mu::sim::{run, Options};
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
     let mut count = 1u64;
     let mut nodes = None;
     let mut verbose = false;
+    let mut flapping = false;
     let mut i = 0;
     while i < args.len() {
         let value = |i: usize| args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -38,8 +40,9 @@ fn main() -> ExitCode {
                 i += 1;
             }
             "--verbose" => verbose = true,
+            "--flapping" => flapping = true,
             other => {
-                eprintln!("unknown argument {other}\nusage: mu-sim [--seed S | --seeds N [--start S]] [--nodes N] [--verbose]");
+                eprintln!("unknown argument {other}\nusage: mu-sim [--seed S | --seeds N [--start S]] [--nodes N] [--flapping] [--verbose]");
                 return ExitCode::from(64);
             }
         }
@@ -62,7 +65,10 @@ fn main() -> ExitCode {
     let mut sizes = [0u64; 8];
     let mut recoveries = Vec::new();
     for seed in start..start + count {
-        let o = Options::from_seed(seed, nodes);
+        let mut o = Options::from_seed(seed, nodes);
+        if flapping {
+            o = o.flapping();
+        }
         sizes[o.nodes] += 1;
         if verbose {
             println!("{o}");

@@ -104,6 +104,17 @@ impl Options {
         .with_timing(&mut rng)
     }
 
+    /// The same run with the production timing ratio and stall storms on
+    /// every node (`mu-sim --flapping`): failure detectors misfire and
+    /// leadership flaps throughout the safety phase.
+    pub fn flapping(mut self) -> Options {
+        self.permission_timeout_ns = 2 * self.heartbeat_ns;
+        self.prepare_timeout_ns = 50 * self.heartbeat_ns;
+        self.stall_per_ms = 4.0;
+        self.stall_max_ns = 30 * self.heartbeat_ns;
+        self
+    }
+
     /// Draws the timing profile and the stall storms (after every other
     /// knob, so those keep their values for a seed).
     fn with_timing(mut self, rng: &mut SmallRng) -> Options {
