@@ -10,6 +10,9 @@ use mu::Replica;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Committed entries a node may trail by and still be ready.
+pub const READY_LAG: u64 = 1024;
+
 /// The local backend as the applier sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendState {
@@ -135,8 +138,11 @@ impl Shared {
         if st.leader.is_none() {
             return Err("no leader".into());
         }
+        // A node in step trails the commit index by the entries in flight
+        // to its backend (and the status snapshot lags a little): only a
+        // real backlog makes it not ready.
         let applied = self.backend.applied();
-        if applied + 1 < st.commit {
+        if applied + READY_LAG < st.commit {
             return Err(format!(
                 "catching up: applied {applied} of {} committed",
                 st.commit.saturating_sub(1)

@@ -239,7 +239,8 @@ fn run(cli: &Cli) -> Result<(), String> {
 /// Reads are served by each node's own backend: before reading on a node,
 /// wait until it applied what the group committed (microseconds, usually).
 fn wait_applied(https: &[SocketAddr], i: usize) -> Result<(), String> {
-    let commit = status_field(https[0], "commit_index").ok_or("node 1 has no status")?;
+    // Node 1 applied the write before it answered it.
+    let commit = status_field(https[0], "backend_applied_index").ok_or("node 1 has no status")?;
     if !wait_until(Duration::from_secs(5), || {
         status_field(https[i], "backend_applied_index").is_some_and(|a| a >= commit)
     }) {

@@ -328,10 +328,20 @@ impl Cluster {
         });
     }
 
-    /// The highest commit index any listed node reports.
+    /// The highest commit or applied index any listed node reports: at
+    /// least every write acknowledged so far (a node applies a write before
+    /// answering it; the commit index in /status may lag by a fraction of
+    /// a millisecond).
     pub fn commit_index(&self, live: &[usize]) -> u64 {
         live.iter()
-            .filter_map(|&i| self.status(i)?["commit_index"].as_u64())
+            .filter_map(|&i| {
+                let s = self.status(i)?;
+                Some(
+                    s["commit_index"]
+                        .as_u64()?
+                        .max(s["backend_applied_index"].as_u64()?),
+                )
+            })
             .max()
             .unwrap_or(0)
     }
