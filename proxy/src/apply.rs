@@ -127,13 +127,27 @@ impl BackendConn {
 
     fn fill(&mut self) -> Result<(), String> {
         let mut chunk = [0u8; 64 << 10];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err("backend closed the connection".into()),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("backend closed the connection".into()),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                // A slow backend (or this process stopped and resumed) is
+                // not a broken stream: the replies still come, in order.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    tracing::warn!("the backend has not answered for {BACKEND_TIMEOUT:?}; waiting");
+                }
+                Err(e) => return Err(format!("read from backend: {e}")),
             }
-            Err(e) => Err(format!("read from backend: {e}")),
         }
     }
 

@@ -783,7 +783,8 @@ fn dashboards_and_alerts_against_a_live_group_and_prometheus() {
         .collect();
     assert!(
         unexpected.is_empty(),
-        "alerts with data after the group recovered: {unexpected:#?}"
+        "alerts with data after the group recovered: {unexpected:#?}\n{}",
+        c.logs()
     );
     traffic.stop();
     eprintln!(
