@@ -159,7 +159,7 @@ impl Client {
                     noreply: req.noreply(),
                 },
                 Action::Refuse(r) => {
-                    self.count("refused", "refused");
+                    self.shared.count("refused", "refused");
                     Step::Ready((!req.noreply()).then(|| r.to_memcached()))
                 }
                 Action::Reply(f) => Step::Ready(Some(McReply::ServerError(Bytes::from(format!(
@@ -175,14 +175,6 @@ impl Client {
         }
         self.flush(&mut steps).await;
         false
-    }
-
-    fn count(&self, class: &str, outcome: &str) {
-        self.shared
-            .metrics
-            .requests
-            .with_label_values(&[class, outcome])
-            .inc();
     }
 
     async fn flush(&mut self, steps: &mut Vec<Step>) {
@@ -234,7 +226,7 @@ impl Client {
                             )
                         }
                     };
-                    self.count("write", outcome);
+                    self.shared.count("write", outcome);
                     if *noreply {
                         Vec::new()
                     } else {
@@ -272,7 +264,7 @@ impl Client {
                 Step::Ready(r) => r.iter().cloned().collect(),
                 Step::Write { .. } => vec![server_error("internal ordering error")],
                 Step::Local { read, .. } if blocked(*read) => {
-                    self.count("read", "not_ready");
+                    self.shared.count("read", "not_ready");
                     let why = match &block {
                         Some(ReadBlock::NotReady(why)) => why.clone(),
                         Some(ReadBlock::Barrier(e)) => e.memcached_error(),
@@ -286,11 +278,11 @@ impl Client {
                         Ok(v) => {
                             let got = v.get(next).cloned().unwrap_or_default();
                             next += 1;
-                            self.count(class, "ok");
+                            self.shared.count(class, "ok");
                             got
                         }
                         Err(e) => {
-                            self.count(class, "error");
+                            self.shared.count(class, "error");
                             vec![server_error(&format!("backend unavailable: {e}"))]
                         }
                     }

@@ -189,12 +189,12 @@ impl Client {
             let step = match self.session.rewrite(&req, &ctx) {
                 Action::Reply(f) => Step::Ready(f),
                 Action::Refuse(r) => {
-                    self.count("refused", "refused");
+                    self.shared.count("refused", "refused");
                     Step::Ready(r.to_frame())
                 }
                 Action::Replicate(entry) if !self.authed => {
                     let _ = entry;
-                    self.count("write", "noauth");
+                    self.shared.count("write", "noauth");
                     Step::Ready(Frame::error("NOAUTH Authentication required."))
                 }
                 Action::Replicate(entry) => Step::Write(Kind::Write, entry.to_bytes().to_vec()),
@@ -203,7 +203,7 @@ impl Client {
                         name.as_str(),
                         "subscribe" | "psubscribe" | "ssubscribe" | "monitor"
                     ) {
-                        self.count("local", "refused");
+                        self.shared.count("local", "refused");
                         Step::Ready(Frame::error(format!(
                             "ERR mu-sidecar does not relay '{name}': subscribe to the \
                              redis-server directly (published messages are replicated)"
@@ -226,14 +226,6 @@ impl Client {
         }
         self.flush(&mut steps).await;
         false
-    }
-
-    fn count(&self, class: &str, outcome: &str) {
-        self.shared
-            .metrics
-            .requests
-            .with_label_values(&[class, outcome])
-            .inc();
     }
 
     /// Executes the steps (all writes, or all local, plus ready answers)
@@ -286,7 +278,7 @@ impl Client {
                         ),
                         Err(e) => (e.label(), Frame::error(e.redis_error())),
                     };
-                    self.count("write", outcome);
+                    self.shared.count("write", outcome);
                     frame
                 }
                 Step::Local { .. } => Frame::error("ERR mu-sidecar: internal ordering error"),
@@ -326,11 +318,11 @@ impl Client {
                     if let (true, Some(b)) = (*read, &block) {
                         match b {
                             ReadBlock::NotReady(why) => {
-                                self.count(class, "not_ready");
+                                self.shared.count(class, "not_ready");
                                 Frame::error(format!("LOADING mu-sidecar: {why}"))
                             }
                             ReadBlock::Barrier(e) => {
-                                self.count(class, e.label());
+                                self.shared.count(class, e.label());
                                 Frame::error(e.redis_error())
                             }
                         }
@@ -345,7 +337,8 @@ impl Client {
                                 Frame::error(format!("ERR mu-sidecar: backend unavailable: {e}"))
                             }
                         };
-                        self.count(class, if f.is_error() { "error" } else { "ok" });
+                        self.shared
+                            .count(class, if f.is_error() { "error" } else { "ok" });
                         self.track_auth(req, &f);
                         f
                     }

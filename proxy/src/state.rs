@@ -112,6 +112,14 @@ impl Shared {
         self.replica.status()
     }
 
+    /// Counts one client request by command class and outcome.
+    pub fn count(&self, class: &str, outcome: &str) {
+        self.metrics
+            .requests
+            .with_label_values(&[class, outcome])
+            .inc();
+    }
+
     /// True when this node leads.
     pub fn is_leader(&self) -> bool {
         self.status().is_some_and(|s| s.role == RoleKind::Leader)

@@ -79,7 +79,7 @@ pub mod verbs;
 use crate::error::FabricError;
 use crate::fabric::{Completion, Fabric, Memory, OpId};
 use crate::log::layout::{Layout, CONTROL_LEN, LOG};
-use crate::types::{NodeId, MAX_NODES};
+use crate::types::NodeId;
 use control::{Pair, RemoteRegion};
 use link::{Link, Request, Target};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -294,11 +294,7 @@ fn setup(what: &str) -> impl Fn(VerbsError) -> FabricError + '_ {
 impl RdmaEndpoint {
     /// Binds this node's control address from `config.peers` and starts.
     pub fn start(config: RdmaConfig) -> Result<RdmaEndpoint, FabricError> {
-        let addr = *config.peers.get(config.id.idx()).ok_or_else(|| {
-            FabricError::Setup(format!("no address for node {} in the list", config.id))
-        })?;
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| FabricError::Setup(format!("cannot listen on {addr}: {e}")))?;
+        let listener = crate::fabric::tcp::bind_own(&config.peers, config.id)?;
         Self::start_with_listener(config, listener)
     }
 
@@ -309,18 +305,7 @@ impl RdmaEndpoint {
         listener: TcpListener,
     ) -> Result<RdmaEndpoint, FabricError> {
         let n = config.layout.group_size;
-        if config.peers.len() != n || n > MAX_NODES || config.id.idx() >= n {
-            return Err(FabricError::Setup(format!(
-                "{} addresses for a group of {n} (node {}); give one address per node",
-                config.peers.len(),
-                config.id
-            )));
-        }
-        if config.secret.is_empty() {
-            return Err(FabricError::Setup(
-                "the cluster secret is empty; every member needs the same non-empty secret".into(),
-            ));
-        }
+        crate::fabric::tcp::check_members(config.peers.len(), n, config.id, &config.secret)?;
         let addr = listener
             .local_addr()
             .map_err(|e| FabricError::Setup(format!("listener address: {e}")))?;

@@ -167,14 +167,39 @@ pub struct TcpEndpoint {
     listener: Option<JoinHandle<()>>,
 }
 
+/// Binds this node's own address from a list of every node's address
+/// (the tcp fabric's data channel, the rdma fabric's control channel).
+pub(crate) fn bind_own(peers: &[SocketAddr], id: NodeId) -> Result<TcpListener, FabricError> {
+    let addr = *peers
+        .get(id.idx())
+        .ok_or_else(|| FabricError::Setup(format!("no address for node {id} in the list")))?;
+    TcpListener::bind(addr).map_err(|e| FabricError::Setup(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Checks an address list and the cluster secret against the group size.
+pub(crate) fn check_members(
+    addresses: usize,
+    n: usize,
+    id: NodeId,
+    secret: &[u8],
+) -> Result<(), FabricError> {
+    if addresses != n || n > MAX_NODES || id.idx() >= n {
+        return Err(FabricError::Setup(format!(
+            "{addresses} addresses for a group of {n} (node {id}); give one address per node"
+        )));
+    }
+    if secret.is_empty() {
+        return Err(FabricError::Setup(
+            "the cluster secret is empty; every member needs the same non-empty secret".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl TcpEndpoint {
     /// Binds this node's address from `config.peers` and starts.
     pub fn start(config: TcpConfig) -> Result<TcpEndpoint, FabricError> {
-        let addr = *config.peers.get(config.id.idx()).ok_or_else(|| {
-            FabricError::Setup(format!("no address for node {} in the list", config.id))
-        })?;
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| FabricError::Setup(format!("cannot listen on {addr}: {e}")))?;
+        let listener = bind_own(&config.peers, config.id)?;
         Self::start_with_listener(config, listener)
     }
 
@@ -184,19 +209,12 @@ impl TcpEndpoint {
         config: TcpConfig,
         listener: TcpListener,
     ) -> Result<TcpEndpoint, FabricError> {
-        let n = config.layout.group_size;
-        if config.peers.len() != n || n > MAX_NODES || config.id.idx() >= n {
-            return Err(FabricError::Setup(format!(
-                "{} addresses for a group of {n} (node {}); give one address per node",
-                config.peers.len(),
-                config.id
-            )));
-        }
-        if config.secret.is_empty() {
-            return Err(FabricError::Setup(
-                "the cluster secret is empty; every member needs the same non-empty secret".into(),
-            ));
-        }
+        check_members(
+            config.peers.len(),
+            config.layout.group_size,
+            config.id,
+            &config.secret,
+        )?;
         let addr = listener
             .local_addr()
             .map_err(|e| FabricError::Setup(format!("listener address: {e}")))?;
