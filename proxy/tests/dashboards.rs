@@ -685,6 +685,15 @@ fn dashboards_and_alerts_against_a_live_group_and_prometheus() {
         "a leader change in the scraped metrics",
         |v| v >= 1.0,
     );
+    // Each of these alerts' expressions has data once the scrapes carry the
+    // survivors' view of the stopped node (a scrape or two after `up` fell).
+    for name in FIRING_DURING_FAULT {
+        p.wait_value(
+            &format!("count({})", rules[*name]),
+            &format!("{name} to have data"),
+            |v| v >= 1.0,
+        );
+    }
     let during = firing(&mut p, &rules);
     for name in FIRING_DURING_FAULT {
         let series = during
