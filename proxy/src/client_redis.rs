@@ -16,7 +16,7 @@ use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder, Request, RequestDecoder};
 use mu_protocols::rewrite::{Action, Context, RedisSession};
 use mu_protocols::table::{class_of, lookup, CommandClass};
@@ -392,11 +392,4 @@ pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now();
     now.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Bytes of a frame.
-pub fn frame_bytes(f: &Frame) -> Bytes {
-    let mut b = BytesMut::new();
-    f.encode(&mut b);
-    b.freeze()
 }

@@ -5,7 +5,6 @@
 //! when it applies the entry carrying the tag, whichever leader committed
 //! it and whenever.
 
-use bytes::Bytes;
 use mu_protocols::memcached::McReply;
 use mu_protocols::resp::Frame;
 use std::collections::HashMap;
@@ -86,11 +85,4 @@ impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Applied>>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Bytes of a memcached reply, for the client.
-pub fn memcached_bytes(reply: &McReply) -> Bytes {
-    let mut b = bytes::BytesMut::new();
-    reply.encode(&mut b);
-    b.freeze()
 }

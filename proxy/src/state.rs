@@ -5,7 +5,7 @@ use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::pending::Pending;
 use crate::proposer::Proposer;
-use mu::core::{RoleKind, Status};
+use mu::core::Status;
 use mu::Replica;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,11 +118,6 @@ impl Shared {
             .requests
             .with_label_values(&[class, outcome])
             .inc();
-    }
-
-    /// True when this node leads.
-    pub fn is_leader(&self) -> bool {
-        self.status().is_some_and(|s| s.role == RoleKind::Leader)
     }
 
     /// Whether this node serves clients, and if not why.

@@ -395,19 +395,19 @@ impl Prometheus {
     }
 
     fn wait_value(&mut self, q: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(v) = self.value(q).filter(|v| ok(*v)) {
-                return v;
-            }
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {what} ({q} = {:?})\n{}",
-                self.query(q),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let me = std::cell::RefCell::new(self);
+        wait_explained(
+            Duration::from_secs(20),
+            || me.borrow_mut().value(q).filter(|v| ok(*v)),
+            || {
+                let mut p = me.borrow_mut();
+                format!(
+                    "timed out waiting for {what} ({q} = {:?})\n{}",
+                    p.query(q),
+                    p.logs()
+                )
+            },
+        )
     }
 
     /// The alerting rules as Prometheus loaded them: name → expression.

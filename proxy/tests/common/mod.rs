@@ -37,16 +37,28 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// Polls `f` every millisecond until it returns `Some` or `limit` passes.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_explained(limit, f, || {
+        format!("timed out after {limit:?} waiting for {what}")
+    })
+}
+
+/// Like [`wait_for`]; on timeout, panics with what `explain` says then
+/// (the state seen last, logs). The processes under test are separate, so
+/// their state is polled: every wait in these tests goes through here.
+pub fn wait_explained<T>(
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let until = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < until,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= until {
+            panic!("{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -267,21 +279,18 @@ impl Cluster {
     /// Waits until node `i` (0-based) answers /readyz with 200.
     pub fn wait_ready(&self, i: usize, limit: Duration) {
         let node = &self.nodes[i];
-        let until = Instant::now() + limit;
-        loop {
-            if let Some((200, _)) = http_get(node.http, "/readyz") {
-                return;
-            }
-            if Instant::now() > until {
-                panic!(
+        wait_explained(
+            limit,
+            || matches!(http_get(node.http, "/readyz"), Some((200, _))).then_some(()),
+            || {
+                format!(
                     "node {} not ready after {limit:?}: {:?}\nlog:\n{}",
                     node.id,
                     http_get(node.http, "/readyz"),
                     std::fs::read_to_string(&node.log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+                )
+            },
+        );
     }
 
     /// The /status JSON of node `i`, if it answers.
