@@ -95,6 +95,9 @@ fn bad_requests_get_errors_and_change_nothing() {
     let c = Cluster::start(Kind::Redis, 3, "tcp", &["--max-entry", "4096"]);
     let mut cl = RespClient::connect(c.nodes[1].listen).expect("connects");
     cl.cmd(&["SET", "keep", "1"]);
+    // Every replica holds the write before the snapshot is taken.
+    let live = [0, 1, 2];
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
     let before: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
     let refused = cl.cmd(&["SPOP", "keep"]);
     assert!(
@@ -124,7 +127,6 @@ fn bad_requests_get_errors_and_change_nothing() {
     let e = bad.read().expect("an error reply");
     assert!(text(&e).starts_with("ERR Protocol error"), "{e:?}");
     assert!(bad.read().is_err(), "the connection closes");
-    let live = [0, 1, 2];
     c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
     let after: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
     assert_eq!(
