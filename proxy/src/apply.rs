@@ -11,13 +11,17 @@
 //! Redis `run_id` / memcached `pid` did not change). If the server
 //! restarted, or the connection broke while a batch was in flight, the
 //! backend is *out of step*: the node stops serving reads and stays out of
-//! the group's leadership until its data is transferred again.
+//! the group's leadership while it loads a copy of a peer's data
+//! ([`crate::transfer`]); the same happens when its replica fell behind
+//! the recycled part of the log.
 
 use crate::config::BackendKind;
 use crate::payload::{self, Header, Kind, PayloadError};
 use crate::pending::Applied;
 use crate::state::{BackendState, Shared};
+use crate::transfer::{self, DirtyKey, Reason};
 use bytes::{Bytes, BytesMut};
+use mu::core::SnapshotPoint;
 use mu::driver::replica::Committed;
 use mu_protocols::entry::Entry;
 use mu_protocols::memcached::{
@@ -119,7 +123,8 @@ impl BackendConn {
         Ok((c, identity))
     }
 
-    fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.stream
             .write_all(bytes)
             .map_err(|e| format!("write to backend: {e}"))
@@ -169,6 +174,44 @@ impl BackendConn {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => self.fill()?,
                 Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
+            }
+        }
+    }
+
+    /// Reads one line (without its LF or CRLF), for replies the decoders
+    /// do not cover (memcached's `lru_crawler metadump` ends its item
+    /// lines with a bare LF).
+    pub fn read_line(&mut self) -> Result<Bytes, String> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(at + 1).freeze();
+                let end = if at > 0 && line[at - 1] == b'\r' {
+                    at - 1
+                } else {
+                    at
+                };
+                return Ok(line.slice(..end));
+            }
+            if self.buf.len() > 1 << 20 {
+                return Err("the backend sent a line over 1 MiB".into());
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Deletes everything the server holds (Redis: every database).
+    pub fn flush_all(&mut self) -> Result<(), String> {
+        match self.kind {
+            BackendKind::Redis => match self.call_redis(&[b"FLUSHALL"])? {
+                Frame::Simple(_) => Ok(()),
+                other => Err(format!("FLUSHALL answered {}", frame_text(&other))),
+            },
+            BackendKind::Memcached => {
+                self.send(b"flush_all\r\n")?;
+                match self.read_mc()? {
+                    McReply::Ok => Ok(()),
+                    other => Err(format!("flush_all answered {other:?}")),
+                }
             }
         }
     }
@@ -275,6 +318,16 @@ struct Applier {
     /// Per payload: what to read back, its origin's tag when it is ours,
     /// its log index, and whether it ends its log entry.
     plans: Vec<(Plan, Option<u64>, u64, bool)>,
+    /// Highest index taken from the replica.
+    taken: u64,
+    /// Entries up to this index are in the backend through a transfer.
+    skip_through: u64,
+    /// The replica's point after the last entry the backend reflects.
+    point: SnapshotPoint,
+    /// Keys the current batch writes, while a donation tracks them.
+    batch_keys: Vec<DirtyKey>,
+    /// Why the current batch may write keys it does not name.
+    batch_wholesale: Option<String>,
 }
 
 impl Applier {
@@ -286,6 +339,15 @@ impl Applier {
             redis: RedisApplier::default(),
             out: BytesMut::with_capacity(BATCH_BYTES),
             plans: Vec::with_capacity(BATCH_ENTRIES),
+            taken: 0,
+            skip_through: 0,
+            point: SnapshotPoint {
+                applied: 0,
+                hash: 0,
+                apply_pos: 0,
+            },
+            batch_keys: Vec::new(),
+            batch_wholesale: None,
         }
     }
 
@@ -295,13 +357,28 @@ impl Applier {
         #[allow(clippy::disallowed_methods, reason = "health checks are timed")]
         let mut checked = Instant::now();
         loop {
+            if let Some(reason) = self.transfer_needed() {
+                self.transfer_in(reason);
+                continue;
+            }
             // Checked by time, not only when idle: entries that send the
             // backend nothing (barriers) must not hide its loss.
             if checked.elapsed() >= IDLE_CHECK {
                 self.idle_check();
                 checked = Instant::now();
             }
-            match committed.recv_timeout(IDLE_CHECK) {
+            // A donation in progress may ask to freeze at the applied point
+            // between two batches; it is looked for often meanwhile.
+            let wait = if self.shared.transfer.tracking() {
+                let redis = &self.redis;
+                self.shared
+                    .transfer
+                    .maybe_freeze(self.point, || redis.watch_state());
+                Duration::from_millis(2)
+            } else {
+                IDLE_CHECK
+            };
+            match committed.recv_timeout(wait) {
                 Ok(c) => batch.push(c),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -316,9 +393,159 @@ impl Applier {
                     Err(_) => break,
                 }
             }
-            self.apply(&batch);
+            self.taken = batch[batch.len() - 1].index;
+            self.skip_transferred(&mut batch);
+            if !batch.is_empty() {
+                self.apply(&batch);
+            }
             batch.clear();
         }
+    }
+
+    /// Drops entries the backend holds through a state transfer; this
+    /// node's own writes among them are answered as such.
+    fn skip_transferred(&mut self, batch: &mut Vec<Committed>) {
+        if batch[0].index > self.skip_through {
+            return;
+        }
+        batch.retain(|c| {
+            let skip = c.index <= self.skip_through;
+            if skip {
+                fail_own(
+                    &self.shared,
+                    c,
+                    "committed, and applied here through a state transfer; \
+                     its reply is unknown",
+                );
+            }
+            !skip
+        });
+    }
+
+    /// Why this node must load a copy of a peer's data now, if it must.
+    fn transfer_needed(&self) -> Option<Reason> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.shared.backend.state() == BackendState::OutOfStep {
+            return Some(Reason::Backend);
+        }
+        self.shared
+            .status()
+            .filter(|s| s.needs_state_transfer)
+            .map(|_| Reason::BehindRing)
+    }
+
+    /// Loads a copy of a peer's data into the backend, asking donors in
+    /// turn until one succeeds (or the sidecar stops). The replica stays
+    /// out of leadership and entries wait in the channel meanwhile.
+    fn transfer_in(&mut self, reason: Reason) {
+        let shared = self.shared.clone();
+        let m = &shared.metrics;
+        let why = match reason {
+            Reason::Backend => shared.backend.detail(),
+            Reason::BehindRing => {
+                "the replica fell behind the part of the log the group recycled".into()
+            }
+        };
+        tracing::warn!(reason = reason.label(), detail = %why,
+            "state transfer needed: this node's data will be replaced by a copy of a peer's");
+        m.transfers_needed
+            .with_label_values(&[reason.label()])
+            .inc();
+        m.transferring.set(1);
+        m.backend_up.set(0);
+        shared.replica.pause(true);
+        self.conn = None;
+        #[allow(clippy::disallowed_methods, reason = "transfers are timed")]
+        let started = Instant::now();
+        loop {
+            if shared.stopping.load(Ordering::Acquire) {
+                m.transferring.set(0);
+                return;
+            }
+            let behind = shared.status().filter(|s| s.needs_state_transfer);
+            let min = self
+                .taken
+                .max(behind.map_or(0, |s| s.applied + 1))
+                .max(self.skip_through);
+            for donor in transfer::donors(&shared) {
+                shared.backend.set(
+                    BackendState::Transferring,
+                    format!(
+                        "{why}; loading a copy of node {}'s data at index {min} or later",
+                        donor.0 + 1
+                    ),
+                );
+                match transfer::receive(&shared, donor, min) {
+                    Ok(loaded) => {
+                        self.transferred(loaded, started);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(donor = donor.0 + 1, error = %e,
+                            "state transfer attempt failed; trying the next donor");
+                        m.transfers.with_label_values(&["receiver", "failed"]).inc();
+                    }
+                }
+            }
+            // Every donor refused or failed (e.g. all of them are also out
+            // of step): wait before asking them again.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Goes on from a completed transfer.
+    fn transferred(&mut self, loaded: transfer::Loaded, started: Instant) {
+        let shared = self.shared.clone();
+        let m = &shared.metrics;
+        let point = loaded.point;
+        if self.shared.opts.backend_kind == BackendKind::Redis {
+            if let Err(e) = self.redis.restore_watch_state(&loaded.state) {
+                tracing::error!(error = %e, "transferred WATCH history unusable; WATCH guards \
+                    after the transfer may be decided differently here");
+            }
+        }
+        // A replica behind the ring goes on from the copy's point; so does
+        // a restarted one still rejoining (otherwise it would replay, and
+        // this node skip, every entry up to the point).
+        if shared
+            .status()
+            .is_some_and(|s| s.needs_state_transfer || s.recovering)
+        {
+            shared.replica.install_snapshot(point);
+        }
+        self.skip_through = point.applied;
+        self.point = point;
+        self.taken = self.taken.max(point.applied);
+        self.conn = Some(loaded.conn);
+        self.identity = Some(loaded.identity);
+        self.redis.forget_connection();
+        shared.backend.set_applied(point.applied);
+        shared.backend.set(
+            BackendState::Up,
+            format!("loaded through a state transfer at index {}", point.applied),
+        );
+        m.backend_up.set(1);
+        m.transferring.set(0);
+        m.transfers.with_label_values(&["receiver", "ok"]).inc();
+        m.transfer_records
+            .with_label_values(&["receiver"])
+            .inc_by(loaded.stats.records);
+        m.transfer_bytes
+            .with_label_values(&["receiver"])
+            .inc_by(loaded.stats.bytes);
+        m.transfer_seconds.set(started.elapsed().as_secs_f64());
+        shared
+            .replica
+            .pause(shared.stopping.load(Ordering::Acquire));
+        tracing::info!(
+            index = point.applied,
+            records = loaded.stats.records,
+            bytes = loaded.stats.bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "state transfer complete; applying the log from the next entry"
+        );
     }
 
     fn idle_check(&mut self) {
@@ -350,12 +577,10 @@ impl Applier {
                             Ok(true) => {
                                 self.out_of_step(
                                     "the backend already held data when this sidecar started, \
-                                     so it cannot know which log entries that data reflects and \
-                                     applies none (a restarted sidecar in front of a kept \
-                                     backend needs a state transfer); flush the backend and \
-                                     restart the sidecar, or start it with \
-                                     --adopt-backend-data if every node's backend holds the same \
-                                     data and the group's log is empty"
+                                     so which log entries that data reflects is unknown; it is \
+                                     replaced by a copy of a peer's (start with \
+                                     --adopt-backend-data instead when every node's backend \
+                                     holds the same data and the group's log is empty)"
                                         .into(),
                                 );
                                 return false;
@@ -442,13 +667,23 @@ impl Applier {
                 self.plans.push((plan.0, plan.1, c.index, k + 1 == count));
             }
         }
-        if let Err(e) = self.exchange() {
-            self.out_of_step(format!(
-                "the connection broke with entries {}..={} in flight: {e}",
-                batch[0].index,
-                batch[batch.len() - 1].index
-            ));
-            self.apply_failed(batch);
+        match self.exchange() {
+            Ok(()) => {
+                self.point = batch[batch.len() - 1].point;
+                self.shared
+                    .transfer
+                    .note(&mut self.batch_keys, self.batch_wholesale.take());
+            }
+            Err(e) => {
+                self.batch_keys.clear();
+                self.batch_wholesale = None;
+                self.out_of_step(format!(
+                    "the connection broke with entries {}..={} in flight: {e}",
+                    batch[0].index,
+                    batch[batch.len() - 1].index
+                ));
+                self.apply_failed(batch);
+            }
         }
     }
 
@@ -473,6 +708,16 @@ impl Applier {
             return (Plan::Done(Some(Applied::Barrier)), tag);
         }
         let entry = Entry::decode(&Bytes::copy_from_slice(body));
+        if self.shared.transfer.tracking() {
+            let r = match &entry {
+                Ok(e @ Entry::Redis(_)) => transfer::redis_keys(e, &mut self.batch_keys),
+                Ok(Entry::Memcached(req)) => transfer::memcached_keys(req, &mut self.batch_keys),
+                Err(_) => Ok(()),
+            };
+            if let Err(why) = r {
+                self.batch_wholesale.get_or_insert(why);
+            }
+        }
         let plan = match (kind, entry) {
             (BackendKind::Redis, Ok(Entry::Redis(e))) => {
                 match self.redis.apply(index, &e, &mut self.out) {

@@ -4,7 +4,9 @@
 //! Connections are authenticated with the cluster secret by the same
 //! handshake as the tcp fabric (mutual proof over fresh nonces, keyed
 //! BLAKE3), under a key of its own so that a sidecar port and a fabric
-//! port can never be mistaken for each other. Then:
+//! port can never be mistaken for each other. Then the connecting side
+//! sends one mode byte: `F` for forwarded writes, `T` for a state transfer
+//! ([`crate::transfer`]). Forwarded writes:
 //!
 //! ```text
 //! request:  u32 payload length, u64 sequence, payload (a crate::payload)
@@ -33,6 +35,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest forwarded payload accepted (the replica refuses larger ones
 /// with a clear error anyway; this bounds what a peer can make us buffer).
 const MAX_FORWARD: u32 = 64 << 20;
+
+/// Mode byte of a connection carrying forwarded writes.
+pub const MODE_FORWARD: u8 = b'F';
+/// Mode byte of a connection carrying a state transfer.
+pub const MODE_TRANSFER: u8 = b'T';
 
 /// The handshake key of the peer port.
 pub fn key(secret: &str) -> [u8; 32] {
@@ -107,6 +114,25 @@ async fn serve_peer(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
             .with_label_values(&["rejected"])
             .inc();
     })?;
+    let mut sock = sock;
+    match sock.read_u8().await? {
+        MODE_FORWARD => {}
+        MODE_TRANSFER => {
+            let std_sock = sock.into_std()?;
+            std_sock.set_nonblocking(false)?;
+            return tokio::task::spawn_blocking(move || {
+                crate::transfer::serve_donor(&shared, std_sock)
+            })
+            .await
+            .map_err(io::Error::other)?;
+        }
+        m => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown peer connection mode {m}"),
+            ))
+        }
+    }
     let (mut rd, wr) = sock.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u8, u64)>();
     let writer = tokio::spawn(async move {
@@ -220,6 +246,11 @@ impl Forwarder {
         }
     }
 
+    /// The peer port of node `to` (0-based).
+    pub fn peer_addr(&self, to: NodeId) -> Option<SocketAddr> {
+        self.addrs.get(to.idx()).copied()
+    }
+
     /// Sends `payload` to node `to` (0-based) for proposing; the returned
     /// receiver gets its answer, or is dropped if the link breaks first.
     /// Sends on one link keep their order, and so do the proposals.
@@ -275,7 +306,11 @@ impl Forwarder {
         })
         .await
         .map_err(|e| format!("handshake with node {to}: {e}"))?;
-        let (mut rd, writer) = sock.into_split();
+        let (mut rd, mut writer) = sock.into_split();
+        writer
+            .write_all(&[MODE_FORWARD])
+            .await
+            .map_err(|e| format!("write to node {to}: {e}"))?;
         let waiters: Waiters = Arc::default();
         let w = waiters.clone();
         let alive = Arc::new(AtomicBool::new(true));

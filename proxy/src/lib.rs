@@ -20,6 +20,8 @@
 //! - [`apply`]: the thread applying committed entries to the backend.
 //! - [`payload`], [`proposer`]: what is proposed to Mu, and batching.
 //! - [`pending`], [`state`]: what the parts share.
+//! - [`transfer`]: state transfer to a node whose backend or replica fell
+//!   out of step with the log.
 //! - [`metrics`], [`http`]: observability.
 
 pub mod apply;
@@ -35,6 +37,7 @@ pub mod pending;
 pub mod proposer;
 pub mod replicate;
 pub mod state;
+pub mod transfer;
 
 use config::{BackendKind, Options};
 use forward::Forwarder;
@@ -114,6 +117,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         metrics: Metrics::new(opts.id),
         backend: BackendHealth::default(),
         stopping: AtomicBool::new(false),
+        transfer: transfer::Hub::default(),
         opts,
     });
     apply::spawn(shared.clone(), committed).map_err(|e| e.to_string())?;

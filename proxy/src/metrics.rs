@@ -4,8 +4,8 @@
 //! role, error kind); no key, value or client address ever becomes a label.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric, registered in one registry.
@@ -59,6 +59,18 @@ pub struct Metrics {
     /// Replicated entries whose reply on this node differed from the
     /// leader's. Always 0 for now: detection lands with issue 10.
     pub divergence: IntCounter,
+    /// State transfers by side (donor, receiver) and outcome.
+    pub transfers: IntCounterVec,
+    /// Times this node found it needed a state transfer, by reason.
+    pub transfers_needed: IntCounterVec,
+    /// Records (keys, deletes) moved by state transfers, by side.
+    pub transfer_records: IntCounterVec,
+    /// Bytes moved by state transfers, by side.
+    pub transfer_bytes: IntCounterVec,
+    /// 1 while this node loads a copy of a peer's data.
+    pub transferring: IntGauge,
+    /// Duration of the last completed transfer into this node, s.
+    pub transfer_seconds: Gauge,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -205,6 +217,46 @@ impl Metrics {
                 "divergence_total",
                 "Replicated entries whose reply on this node differed from the leader's",
             ),
+            transfers: counter_vec(
+                r,
+                "transfers_total",
+                "State transfers by side (donor or receiver) and outcome",
+                &["side", "outcome"],
+            ),
+            transfers_needed: counter_vec(
+                r,
+                "transfers_needed_total",
+                "Times this node needed a state transfer, by reason (behind_ring: its replica \
+                 fell behind the recycled log; backend_out_of_step: its backend restarted, \
+                 held data at start or lost a batch in flight)",
+                &["reason"],
+            ),
+            transfer_records: counter_vec(
+                r,
+                "transfer_records_total",
+                "Keys and deletes moved by state transfers, by side",
+                &["side"],
+            ),
+            transfer_bytes: counter_vec(
+                r,
+                "transfer_bytes_total",
+                "Bytes moved by state transfers, by side",
+                &["side"],
+            ),
+            transferring: gauge(
+                r,
+                "transferring",
+                "1 while this node loads a copy of a peer's data (state transfer)",
+            ),
+            transfer_seconds: {
+                let g = Gauge::new(
+                    "transfer_last_seconds",
+                    "Duration of the last completed state transfer into this node",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry,
         };
         for role in ["leader", "follower", "candidate"] {
@@ -223,6 +275,16 @@ impl Metrics {
         }
         for outcome in ["committed", "not_committed", "rejected"] {
             m.forward_served.with_label_values(&[outcome]);
+        }
+        for side in ["donor", "receiver"] {
+            for outcome in ["ok", "failed"] {
+                m.transfers.with_label_values(&[side, outcome]);
+            }
+            m.transfer_records.with_label_values(&[side]);
+            m.transfer_bytes.with_label_values(&[side]);
+        }
+        for reason in ["behind_ring", "backend_out_of_step"] {
+            m.transfers_needed.with_label_values(&[reason]);
         }
         m
     }

@@ -27,6 +27,9 @@ pub enum BackendState {
     /// so whether they were applied is unknown. It needs a state transfer;
     /// the node does not serve reads from it.
     OutOfStep = 3,
+    /// Being loaded with a copy of a peer's data (a state transfer); not
+    /// serving reads until the copy is complete.
+    Transferring = 4,
 }
 
 impl BackendState {
@@ -37,6 +40,7 @@ impl BackendState {
             BackendState::Up => "up",
             BackendState::Down => "down",
             BackendState::OutOfStep => "out-of-step",
+            BackendState::Transferring => "transferring",
         }
     }
 }
@@ -56,6 +60,7 @@ impl BackendHealth {
             1 => BackendState::Up,
             2 => BackendState::Down,
             3 => BackendState::OutOfStep,
+            4 => BackendState::Transferring,
             _ => BackendState::Connecting,
         }
     }
@@ -104,6 +109,8 @@ pub struct Shared {
     pub forward: Forwarder,
     /// Set on SIGTERM: no new writes, the node steps down.
     pub stopping: AtomicBool,
+    /// State transfers this node donates.
+    pub transfer: crate::transfer::Hub,
 }
 
 impl Shared {
@@ -160,6 +167,11 @@ impl Shared {
         match self.backend.state() {
             BackendState::OutOfStep => Err(format!(
                 "this node's backend is out of step with the log ({}); it needs a state transfer",
+                self.backend.detail()
+            )),
+            BackendState::Transferring => Err(format!(
+                "this node is loading a copy of a peer's data ({}); \
+                 it serves reads once the copy is complete",
                 self.backend.detail()
             )),
             BackendState::Down | BackendState::Connecting => {

@@ -193,8 +193,11 @@ fn check_exposition(texts: &[String]) -> BTreeSet<String> {
     );
     assert_eq!(families, helped, "families without HELP text");
     // The only labels: the node (one value per sidecar), and fixed sets of
-    // classes, outcomes, roles, error kinds and histogram bounds.
-    let allowed = ["node", "class", "outcome", "role", "kind", "le"];
+    // classes, outcomes, roles, error kinds, transfer sides and reasons, and
+    // histogram bounds.
+    let allowed = [
+        "node", "class", "outcome", "role", "kind", "side", "reason", "le",
+    ];
     for ((metric, label), vals) in &values {
         assert!(
             allowed.contains(&label.as_str()),

@@ -1,72 +1,13 @@
-//! A node's life: its backend going away and coming back empty, clean
-//! shutdown on SIGTERM, linearizable reads, and memcached through every
-//! node.
+//! A node's life: clean shutdown on SIGTERM, linearizable reads, and
+//! memcached through every node (rejoining after a loss: `rejoin.rs`).
 
 mod common;
 
-use common::{
-    http_get, spawn_sidecar, start_backend_on, text, wait_for, Cluster, Kind, McClient, RespClient,
-};
+use common::{text, wait_for, Cluster, Kind, McClient, RespClient};
 use mu_protocols::memcached::McReply;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A follower's redis-server dies: the node reports not ready and the
-/// group goes on. It comes back empty (a new process): the node marks its
-/// backend out of step, refuses reads from it and says why in /status.
-#[test]
-fn backend_loss_and_empty_restart() {
-    let mut c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
-    let all = [0, 1, 2];
-    let leader = c.wait_leader(&all, LIMIT);
-    let f = (leader + 1) % 3;
-    let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
-    assert_eq!(text(&w.cmd(&["SET", "before", "1"])), "OK");
-    // Killed while idle: nothing in flight, so the node waits for it (a
-    // kill in the middle of applying makes the backend out of step at once).
-    c.wait_applied(&all, c.commit_index(&all), LIMIT);
-    c.nodes[f].backend_proc.kill();
-    let http = c.nodes[f].http;
-    let why = wait_for(
-        LIMIT,
-        &format!("node {} to report its backend down", f + 1),
-        || {
-            let (code, body) = http_get(http, "/readyz")?;
-            (code == 503 && body.contains("backend down")).then_some(body)
-        },
-    );
-    assert!(why.contains("cannot connect"), "{why}");
-    // The group keeps committing without that node's backend.
-    assert_eq!(text(&w.cmd(&["SET", "during", "2"])), "OK");
-    // The server comes back on the same port, empty.
-    let backend = c.nodes[f].backend;
-    c.nodes[f].backend_proc = start_backend_on(Kind::Redis, backend);
-    let status = wait_for(LIMIT, "the backend to be marked out of step", || {
-        let s = c.status(f)?;
-        (s["backend"]["state"] == "out-of-step").then_some(s)
-    });
-    assert!(
-        status["backend"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("restarted"),
-        "{status}"
-    );
-    assert_eq!(status["ready"], false);
-    let mut r = RespClient::connect(c.nodes[f].listen).unwrap();
-    let refused = r.cmd(&["GET", "before"]);
-    assert!(
-        text(&refused).starts_with("LOADING mu-sidecar"),
-        "a read from an emptied backend must be refused: {refused:?}"
-    );
-    let (code, _) = http_get(http, "/readyz").unwrap();
-    assert_eq!(code, 503);
-    // The healthy nodes still serve.
-    let other = 3 - leader - f;
-    let mut o = RespClient::connect(c.nodes[other].listen).unwrap();
-    assert_eq!(text(&o.cmd(&["GET", "during"])), "2");
-}
 
 /// SIGTERM: the sidecar steps down, exits, and the others go on.
 #[test]
@@ -182,39 +123,4 @@ fn memcached_writes_reach_every_backend() {
     // Reads are local and see the writes too.
     let r = m[2].call(b"get a b\r\n").unwrap();
     assert!(matches!(&r, McReply::Values(v) if v.len() == 2), "{r:?}");
-}
-
-/// A sidecar restarted in front of the backend it left (which holds data)
-/// cannot know which log entries that data reflects: it applies none,
-/// serves no reads from it and says why, instead of applying the log a
-/// second time.
-#[test]
-fn restarted_sidecar_does_not_reapply_onto_kept_data() {
-    let mut c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
-    let all = [0, 1, 2];
-    let leader = c.wait_leader(&all, LIMIT);
-    let f = (leader + 1) % 3;
-    let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
-    assert_eq!(w.cmd(&["INCR", "n"]), mu_protocols::resp::Frame::Integer(1));
-    c.wait_applied(&all, c.commit_index(&all), LIMIT);
-    let node = &mut c.nodes[f];
-    node.proc.kill();
-    node.proc = spawn_sidecar(&node.args, &node.log, node.id);
-    let status = wait_for(LIMIT, "the restarted node to report its backend", || {
-        let s = c.status(f)?;
-        (s["backend"]["state"] == "out-of-step").then_some(s)
-    });
-    assert!(
-        status["backend"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("already held data"),
-        "{status}"
-    );
-    let mut r = RespClient::connect(c.nodes[f].listen).unwrap();
-    assert!(text(&r.cmd(&["GET", "n"])).starts_with("LOADING mu-sidecar"));
-    // The group goes on, and the kept backend was not written twice.
-    assert_eq!(w.cmd(&["INCR", "n"]), mu_protocols::resp::Frame::Integer(2));
-    let mut b = RespClient::connect(c.nodes[f].backend).unwrap();
-    assert_eq!(text(&b.cmd(&["GET", "n"])), "1");
 }

@@ -28,7 +28,7 @@ const SCAN_BATCH: usize = 64;
 /// Bytes of delivery records the applier buffers before the driver drains them.
 const DELIVERY_BUFFER: usize = 4 << 20;
 /// Per-record overhead in the delivery buffer.
-const DELIVERY_HEADER: usize = 24;
+const DELIVERY_HEADER: usize = 40;
 
 /// A verified entry beyond the applied prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,10 @@ pub struct Delivery<'a> {
     pub id: EntryId,
     /// The payload.
     pub payload: &'a [u8],
+    /// Chain hash of this entry.
+    pub hash: u64,
+    /// Absolute ring position right after it.
+    pub next_pos: u64,
 }
 
 /// Outcome of a scan.
@@ -211,6 +215,9 @@ impl Applier {
                 .extend_from_slice(&parsed.header.id.0.to_le_bytes());
             self.deliveries
                 .extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            self.deliveries.extend_from_slice(&front.hash.to_le_bytes());
+            self.deliveries
+                .extend_from_slice(&(front.pos + front.total).to_le_bytes());
             self.deliveries.extend_from_slice(payload);
             self.applied = front.index;
             self.applied_hash = front.hash;
@@ -232,6 +239,8 @@ impl Applier {
                 index: word(at),
                 id: EntryId(word(at + 8)),
                 payload: &d[at + DELIVERY_HEADER..at + DELIVERY_HEADER + len],
+                hash: word(at + 24),
+                next_pos: word(at + 32),
             });
             at += DELIVERY_HEADER + len;
         }

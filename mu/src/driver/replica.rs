@@ -7,7 +7,7 @@
 //! empty iterations (useful when replicas share cores, e.g. in tests).
 
 use crate::config::Config;
-use crate::core::{Core, Status};
+use crate::core::{Core, SnapshotPoint, Status};
 use crate::driver::execute;
 use crate::error::{ConfigError, ProposeError};
 use crate::fabric::{Completion, Fabric};
@@ -28,6 +28,9 @@ pub struct Committed {
     pub id: EntryId,
     /// The payload.
     pub payload: Vec<u8>,
+    /// The replica's applied point once this entry is applied: what a
+    /// state transfer taken right after it hands to the receiver.
+    pub point: SnapshotPoint,
 }
 
 /// Driver settings.
@@ -81,6 +84,7 @@ struct Shared {
     status: Mutex<Option<Status>>,
     stop: AtomicBool,
     paused: AtomicBool,
+    install: Mutex<Option<SnapshotPoint>>,
 }
 
 /// A running replica: its driver thread and the handle to talk to it.
@@ -113,6 +117,7 @@ impl Replica {
             status: Mutex::new(None),
             stop: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            install: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
@@ -178,6 +183,19 @@ impl Replica {
     /// Pausing the leader forces a leader change.
     pub fn pause(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Release);
+    }
+
+    /// Continues from a state transfer (see [`Core::install_snapshot`]): the
+    /// application loaded a donor's state at `point`, and the replica goes
+    /// on from the entry after it. A point at or below what this replica
+    /// already applied is ignored (the log only moves forward). Takes effect
+    /// on the driver thread's next iteration; `status()` shows the result.
+    pub fn install_snapshot(&self, point: SnapshotPoint) {
+        *self
+            .shared
+            .install
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(point);
     }
 
     /// Stops the driver thread; waiting proposals get [`ProposeError::Unknown`].
@@ -299,8 +317,22 @@ fn run<F: Fabric>(
                 index: d.index,
                 id: d.id,
                 payload: d.payload.to_vec(),
+                point: SnapshotPoint {
+                    applied: d.index,
+                    hash: d.hash,
+                    apply_pos: d.next_pos,
+                },
             });
         });
+        let install = shared.install.try_lock().ok().and_then(|mut i| i.take());
+        if let Some(point) = install {
+            if point.applied > core.snapshot_point().applied {
+                core.install_snapshot(point);
+                execute(&mut core, &mut fabric);
+                // Published at once: the application waits for it.
+                next_status = now;
+            }
+        }
         if now >= next_status {
             next_status = now + 200_000;
             *shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.status());

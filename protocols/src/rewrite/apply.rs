@@ -49,6 +49,21 @@ impl RedisApplier {
         self.db = None;
     }
 
+    /// The WATCH history, for a replica that continues from this point
+    /// after a state transfer.
+    pub fn watch_state(&self) -> Vec<u8> {
+        self.tracker.to_bytes()
+    }
+
+    /// Continues from a donor's [`RedisApplier::watch_state`]; the
+    /// connection's database is forgotten.
+    pub fn restore_watch_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.tracker =
+            WatchTracker::from_bytes(state).ok_or("the donor's WATCH history does not decode")?;
+        self.db = None;
+        Ok(())
+    }
+
     /// Appends the backend requests for the entry at log `index` to `out`.
     /// Must be called for every committed Redis entry, in log order.
     pub fn apply(&mut self, index: u64, entry: &RedisEntry, out: &mut BytesMut) -> ApplyPlan {

@@ -78,7 +78,7 @@ pub use apply::{ApplyPlan, RedisApplier};
 pub use expiry::{memcached_exptime, MEMCACHED_RELATIVE_MAX_S};
 pub use memcached::rewrite_memcached;
 pub use session::{RedisSession, DEFAULT_DATABASES};
-pub use watch::WatchTracker;
+pub use watch::{command_writes, WatchTracker, Writes};
 
 use crate::entry::Entry;
 use crate::resp::Frame;

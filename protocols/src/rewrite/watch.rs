@@ -61,6 +61,62 @@ impl WatchTracker {
         })
     }
 
+    /// The tracker's state, to hand to a replica that continues from the
+    /// same log index (a state transfer): it must decide the same WATCH
+    /// guards the same way.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.buckets.len() * 8 + self.db_wide.len() * 12);
+        out.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
+        for b in &self.buckets {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out.extend_from_slice(&self.all.to_le_bytes());
+        let mut dbs: Vec<_> = self.db_wide.iter().collect();
+        dbs.sort();
+        out.extend_from_slice(&(dbs.len() as u32).to_le_bytes());
+        for (db, index) in dbs {
+            out.extend_from_slice(&db.to_le_bytes());
+            out.extend_from_slice(&index.to_le_bytes());
+        }
+        out
+    }
+
+    /// The tracker [`WatchTracker::to_bytes`] wrote; `None` when `b` is
+    /// not one.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let s = b.get(at..at + n)?;
+            at += n;
+            Some(s)
+        };
+        let u32_at = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes"));
+        let u64_at = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let n = u32_at(take(4)?) as usize;
+        if n == 0 || !n.is_power_of_two() || n > 1 << 28 {
+            return None;
+        }
+        let mut buckets = Vec::with_capacity(n);
+        for _ in 0..n {
+            buckets.push(u64_at(take(8)?));
+        }
+        let all = u64_at(take(8)?);
+        let dbs = u32_at(take(4)?);
+        let mut db_wide = HashMap::new();
+        for _ in 0..dbs {
+            let db = u32_at(take(4)?);
+            db_wide.insert(db, u64_at(take(8)?));
+        }
+        if take(1).is_some() {
+            return None;
+        }
+        Some(Self {
+            buckets,
+            db_wide,
+            all,
+        })
+    }
+
     /// Records the writes of the entry applied at `index`. Call for every
     /// applied Redis entry, in log order, including aborted transactions
     /// (they write nothing and are skipped here).
@@ -72,47 +128,83 @@ impl WatchTracker {
     }
 
     fn record_command(&mut self, index: u64, db: &mut u32, cmd: &[Bytes]) {
-        let req = crate::resp::Request {
-            args: cmd.to_vec(),
-            inline: false,
-        };
-        let Some(spec) = table::lookup(&req) else {
-            return;
-        };
-        match spec.name {
-            "select" => {
-                if let Some(d) = parse_i64(&cmd[1]).and_then(|d| u32::try_from(d).ok()) {
-                    *db = d;
+        match command_writes(db, cmd) {
+            Writes::Nothing => {}
+            Writes::Keys(db, keys) => {
+                for k in keys {
+                    let b = self.bucket(db, k);
+                    self.buckets[b] = index;
                 }
-                return;
             }
-            "flushall" | "swapdb" | "move" | "copy" | "function|restore" | "function|flush" => {
-                self.all = index;
-                return;
+            Writes::Db(db) => {
+                self.db_wide.insert(db, index);
             }
-            "flushdb" => {
-                self.db_wide.insert(*db, index);
-                return;
-            }
-            _ => {}
-        }
-        let class = table::class_of(spec);
-        let writes = spec.has_flag("write") || class == CommandClass::Scripting;
-        if !writes {
-            return;
-        }
-        if class == CommandClass::Scripting
-            || spec.has_flag("movablekeys") && spec.key_specs.is_empty()
-        {
-            // Scripts may touch keys they do not declare.
-            self.db_wide.insert(*db, index);
-            return;
-        }
-        for pos in table::key_positions(spec, cmd) {
-            let b = self.bucket(*db, &cmd[pos]);
-            self.buckets[b] = index;
+            Writes::Everything => self.all = index,
         }
     }
+}
+
+/// What one command of a replicated Redis entry may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writes<'a> {
+    /// Nothing (a read, or `SELECT`, which only moves `db`).
+    Nothing,
+    /// These keys of this database.
+    Keys(u32, Vec<&'a Bytes>),
+    /// Possibly any key of this database (`FLUSHDB`, scripts, commands
+    /// whose keys cannot be found from their arguments).
+    Db(u32),
+    /// Possibly anything in any database (`FLUSHALL`, `SWAPDB`, `MOVE`,
+    /// `COPY`, function library changes).
+    Everything,
+}
+
+/// What `cmd` may change when run in database `*db`; a `SELECT` moves
+/// `*db` for the commands after it. The one place that knows which
+/// commands write which keys, for WATCH and for anything else that must
+/// follow the writes of the log (e.g. a state transfer's changed keys).
+pub fn command_writes<'a>(db: &mut u32, cmd: &'a [Bytes]) -> Writes<'a> {
+    let req = crate::resp::Request {
+        args: cmd.to_vec(),
+        inline: false,
+    };
+    let Some(spec) = table::lookup(&req) else {
+        return Writes::Nothing;
+    };
+    match spec.name {
+        "select" => {
+            if let Some(d) = cmd
+                .get(1)
+                .and_then(|a| parse_i64(a))
+                .and_then(|d| u32::try_from(d).ok())
+            {
+                *db = d;
+            }
+            return Writes::Nothing;
+        }
+        "flushall" | "swapdb" | "move" | "copy" | "function|restore" | "function|flush" => {
+            return Writes::Everything;
+        }
+        "flushdb" => return Writes::Db(*db),
+        _ => {}
+    }
+    let class = table::class_of(spec);
+    let writes = spec.has_flag("write") || class == CommandClass::Scripting;
+    if !writes {
+        return Writes::Nothing;
+    }
+    if class == CommandClass::Scripting || spec.has_flag("movablekeys") && spec.key_specs.is_empty()
+    {
+        // Scripts may touch keys they do not declare.
+        return Writes::Db(*db);
+    }
+    Writes::Keys(
+        *db,
+        table::key_positions(spec, cmd)
+            .into_iter()
+            .map(|p| &cmd[p])
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -133,6 +225,29 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut t = WatchTracker::new(64);
+        t.record(5, &entry(0, &["SET a 1"]));
+        t.record(6, &entry(2, &["FLUSHDB"]));
+        t.record(7, &entry(1, &["SET b 1"]));
+        let copy = WatchTracker::from_bytes(&t.to_bytes()).expect("decodes");
+        for g in [
+            guard(0, "a", 4),
+            guard(0, "a", 5),
+            guard(2, "z", 5),
+            guard(1, "b", 6),
+            guard(1, "c", 7),
+        ] {
+            let g = [g];
+            assert_eq!(copy.conflicts(&g), t.conflicts(&g), "{g:?}");
+        }
+        let bytes = t.to_bytes();
+        assert!(WatchTracker::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(WatchTracker::from_bytes(&[bytes.clone(), vec![0]].concat()).is_none());
+        assert!(WatchTracker::from_bytes(&[3, 0, 0, 0]).is_none());
     }
 
     fn guard(db: u32, key: &str, seen_index: u64) -> WatchGuard {

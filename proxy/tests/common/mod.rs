@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use bytes::BytesMut;
 use mu_protocols::memcached::{McReply, McReplyDecoder};
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
