@@ -516,6 +516,8 @@ impl Applier {
             shared.replica.install_snapshot(point);
         }
         self.skip_through = point.applied;
+        shared.digests.transferred(point.applied);
+        m.diverged.set(0);
         self.point = point;
         self.taken = self.taken.max(point.applied);
         self.conn = Some(loaded.conn);
@@ -808,6 +810,7 @@ impl Applier {
                     Some(Applied::Memcached(last))
                 }
             };
+            shared.digests.fold(index, applied.as_ref());
             if last {
                 shared.backend.set_applied(index);
             }

@@ -25,6 +25,16 @@ pub enum ReadPolicy {
     Leader,
 }
 
+/// What a node does when its data are found to differ from the group's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnDivergence {
+    /// Count it, log it and set the `diverged` gauge; keep serving.
+    Report,
+    /// Also stop serving reads and report not ready, until a state
+    /// transfer replaces the data.
+    Fence,
+}
+
 /// mu-sidecar: replicates the writes sent to a local redis-server or
 /// memcached to the same server on every other node, with Mu consensus.
 ///
@@ -87,11 +97,21 @@ pub struct Options {
     /// (by default they are refused).
     #[arg(long, env = "MU_TRUST_SCRIPTS")]
     pub trust_scripts: bool,
+    /// Log entries per divergence-check range: every node digests its
+    /// backend's replies per range and compares with its peers.
+    #[arg(long, env = "MU_DIGEST_EVERY", default_value_t = 1024)]
+    pub digest_every: u64,
+    /// How often the digests are compared with the peers', ms.
+    #[arg(long, env = "MU_DIGEST_INTERVAL_MS", default_value_t = 1_000)]
+    pub digest_interval_ms: u64,
+    /// What a node whose data differ from the majority's does.
+    #[arg(long, env = "MU_ON_DIVERGENCE", value_enum, default_value = "report")]
+    pub on_divergence: OnDivergence,
     /// Apply the log on top of what the backend holds at start. By default a
-    /// backend that is not empty when the sidecar starts is treated as out
-    /// of step (a restarted sidecar cannot tell which entries it already
-    /// applied); set this only when starting a new group whose backends all
-    /// hold the same data.
+    /// backend that is not empty when the sidecar starts is replaced by a
+    /// copy of a peer's (a restarted sidecar cannot tell which entries its
+    /// data reflect); set this only when starting a new group whose
+    /// backends all hold the same data.
     #[arg(long, env = "MU_ADOPT_BACKEND_DATA")]
     pub adopt_backend_data: bool,
     /// Client connections accepted at once; more are refused with an error.
@@ -125,6 +145,9 @@ impl Options {
                 "--forward-peers lists {} addresses for {n} nodes",
                 self.forward_peers.len()
             ));
+        }
+        if self.digest_every == 0 || self.digest_interval_ms == 0 {
+            return Err("--digest-every and --digest-interval-ms must be at least 1".into());
         }
         if self.max_entry < 64 {
             return Err("--max-entry must be at least 64 bytes".into());

@@ -6,7 +6,8 @@
 //! BLAKE3), under a key of its own so that a sidecar port and a fabric
 //! port can never be mistaken for each other. Then the connecting side
 //! sends one mode byte: `F` for forwarded writes, `T` for a state transfer
-//! ([`crate::transfer`]). Forwarded writes:
+//! ([`crate::transfer`]), `D` for divergence digests ([`crate::digest`]).
+//! Forwarded writes:
 //!
 //! ```text
 //! request:  u32 payload length, u64 sequence, payload (a crate::payload)
@@ -40,6 +41,8 @@ const MAX_FORWARD: u32 = 64 << 20;
 pub const MODE_FORWARD: u8 = b'F';
 /// Mode byte of a connection carrying a state transfer.
 pub const MODE_TRANSFER: u8 = b'T';
+/// Mode byte of a connection carrying divergence digests.
+pub const MODE_DIGEST: u8 = b'D';
 
 /// The handshake key of the peer port.
 pub fn key(secret: &str) -> [u8; 32] {
@@ -117,6 +120,7 @@ async fn serve_peer(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
     let mut sock = sock;
     match sock.read_u8().await? {
         MODE_FORWARD => {}
+        MODE_DIGEST => return crate::digest::serve(shared, sock).await,
         MODE_TRANSFER => {
             let std_sock = sock.into_std()?;
             std_sock.set_nonblocking(false)?;
@@ -294,23 +298,31 @@ impl Forwarder {
         Ok(rx)
     }
 
-    async fn connect(&self, to: NodeId) -> Result<Link, String> {
-        let addr = self.addrs[to.idx()];
+    /// Opens an authenticated connection to node `to`'s peer port in
+    /// `mode`.
+    pub async fn open(&self, to: NodeId, mode: u8) -> Result<TcpStream, String> {
+        let addr = self
+            .peer_addr(to)
+            .ok_or_else(|| format!("no peer address for node {to}"))?;
         let sock = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to node {to} at {addr} timed out"))?
             .map_err(|e| format!("cannot connect to node {to} at {addr}: {e}"))?;
         let (key, me) = (self.key, self.me);
-        let sock = handshake(sock, move |s| {
+        let mut sock = handshake(sock, move |s| {
             mu::fabric::tcp::wire::client_handshake(s, &key, me, to)
         })
         .await
         .map_err(|e| format!("handshake with node {to}: {e}"))?;
-        let (mut rd, mut writer) = sock.into_split();
-        writer
-            .write_all(&[MODE_FORWARD])
+        sock.write_all(&[mode])
             .await
             .map_err(|e| format!("write to node {to}: {e}"))?;
+        Ok(sock)
+    }
+
+    async fn connect(&self, to: NodeId) -> Result<Link, String> {
+        let sock = self.open(to, MODE_FORWARD).await?;
+        let (mut rd, writer) = sock.into_split();
         let waiters: Waiters = Arc::default();
         let w = waiters.clone();
         let alive = Arc::new(AtomicBool::new(true));

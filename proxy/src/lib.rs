@@ -21,7 +21,7 @@
 //! - [`payload`], [`proposer`]: what is proposed to Mu, and batching.
 //! - [`pending`], [`state`]: what the parts share.
 //! - [`transfer`]: state transfer to a node whose backend or replica fell
-//!   out of step with the log.
+//!   out of step with the log; [`digest`]: continuous divergence detection.
 //! - [`metrics`], [`http`]: observability.
 
 pub mod apply;
@@ -29,6 +29,7 @@ pub mod client_memcached;
 pub mod client_redis;
 pub mod config;
 pub mod conn;
+pub mod digest;
 pub mod forward;
 pub mod http;
 pub mod metrics;
@@ -118,6 +119,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         backend: BackendHealth::default(),
         stopping: AtomicBool::new(false),
         transfer: transfer::Hub::default(),
+        digests: digest::Digests::new(opts.digest_every),
         opts,
     });
     apply::spawn(shared.clone(), committed).map_err(|e| e.to_string())?;
@@ -126,6 +128,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
     }
     tokio::spawn(http::serve(shared.clone(), http));
     tokio::spawn(watch(shared.clone()));
+    if shared.opts.mu.nodes > 1 {
+        let every = Duration::from_millis(shared.opts.digest_interval_ms);
+        tokio::spawn(digest::exchange(shared.clone(), every));
+    }
     tracing::info!(
         id = shared.opts.id,
         listen = %shared.opts.listen,

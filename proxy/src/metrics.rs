@@ -56,8 +56,8 @@ pub struct Metrics {
     pub apply_error_replies: IntCounter,
     /// Other group members this node's failure detector considers alive.
     pub peers_alive: IntGauge,
-    /// Replicated entries whose reply on this node differed from the
-    /// leader's. Always 0 for now: detection lands with issue 10.
+    /// Log ranges (per peer) whose reply digest on this node differed from
+    /// a peer's.
     pub divergence: IntCounter,
     /// State transfers by side (donor, receiver) and outcome.
     pub transfers: IntCounterVec,
@@ -71,6 +71,10 @@ pub struct Metrics {
     pub transferring: IntGauge,
     /// Duration of the last completed transfer into this node, s.
     pub transfer_seconds: Gauge,
+    /// 1 when this node's data were found to differ from the majority's.
+    pub diverged: IntGauge,
+    /// Log ranges whose digests were compared with at least one peer.
+    pub digest_ranges_checked: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -215,7 +219,8 @@ impl Metrics {
             divergence: counter(
                 r,
                 "divergence_total",
-                "Replicated entries whose reply on this node differed from the leader's",
+                "Log ranges (counted per peer) whose backend replies on this node differed \
+                 from a peer's",
             ),
             transfers: counter_vec(
                 r,
@@ -257,6 +262,17 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            diverged: gauge(
+                r,
+                "diverged",
+                "1 when this node's backend answered a range of log entries differently from \
+                 the majority of the group (its data differ); cleared by a state transfer",
+            ),
+            digest_ranges_checked: counter(
+                r,
+                "digest_ranges_checked_total",
+                "Log ranges whose reply digests were compared with at least one peer's",
+            ),
             registry,
         };
         for role in ["leader", "follower", "candidate"] {

@@ -111,6 +111,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// State transfers this node donates.
     pub transfer: crate::transfer::Hub,
+    /// Divergence digests.
+    pub digests: crate::digest::Digests,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl Shared {
         if st.needs_state_transfer {
             return Err("behind the recycled log: needs a state transfer".into());
         }
+        self.divergence_fence()?;
         if st.recovering {
             return Err("rejoining: catching up with the log".into());
         }
@@ -157,6 +160,16 @@ impl Shared {
                 "catching up: applied {applied} of {} committed",
                 st.commit.saturating_sub(1)
             ));
+        }
+        Ok(())
+    }
+
+    /// With `--on-divergence fence`, an error once this node's data were
+    /// found to differ from the majority's.
+    fn divergence_fence(&self) -> Result<(), String> {
+        if self.opts.on_divergence == crate::config::OnDivergence::Fence && self.digests.diverged()
+        {
+            return Err(self.digests.diverged_detail(self.opts.digest_every));
         }
         Ok(())
     }
@@ -177,6 +190,7 @@ impl Shared {
             BackendState::Down | BackendState::Connecting => {
                 Err(format!("backend unreachable: {}", self.backend.detail()))
             }
+            BackendState::Up if self.divergence_fence().is_err() => self.divergence_fence(),
             BackendState::Up => match self.status() {
                 Some(st) if st.recovering || st.needs_state_transfer => {
                     Err("this node is catching up with the log".into())

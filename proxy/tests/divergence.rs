@@ -1,0 +1,163 @@
+//! Divergence detection: replicas compare digests of their backends'
+//! replies per range of log entries. A healthy group never differs, even
+//! under every kind of write; a backend changed behind its sidecar's back
+//! is found at the next range, and the odd one out is fenced.
+
+mod common;
+
+use common::{http_get, text, wait_explained, Cluster, Kind, McClient, RespClient};
+use mu_protocols::memcached::McReply;
+use mu_protocols::resp::Frame;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const ALL: [usize; 3] = [0, 1, 2];
+const FLAGS: &[&str] = &[
+    "--digest-every",
+    "8",
+    "--digest-interval-ms",
+    "20",
+    "--on-divergence",
+    "fence",
+];
+
+/// The value of the metric line of node `i` that starts with `name`.
+fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
+    let (_, body) = http_get(c.nodes[i].http, "/metrics")?;
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits until every node compared at least `ranges` ranges with a peer,
+/// and checks that none found a difference.
+fn no_divergence_after(c: &Cluster, ranges: f64) {
+    for i in ALL {
+        wait_explained(
+            LIMIT,
+            || (metric(c, i, "mu_sidecar_digest_ranges_checked_total")? >= ranges).then_some(()),
+            || format!("node {} compared too few ranges\n{}", i + 1, c.logs()),
+        );
+        assert_eq!(
+            metric(c, i, "mu_sidecar_divergence_total"),
+            Some(0.0),
+            "node {} found a divergence in a healthy group\n{}",
+            i + 1,
+            c.logs()
+        );
+        assert_eq!(metric(c, i, "mu_sidecar_diverged"), Some(0.0));
+    }
+}
+
+#[test]
+fn healthy_redis_group_never_diverges() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+    let mut cl = RespClient::connect(c.nodes[1].listen).unwrap();
+    for i in 0..20 {
+        let k = format!("k{i}");
+        cl.cmd(&["SET", &k, "1", "EX", "100"]);
+        cl.cmd(&["INCR", &k]);
+        cl.cmd(&["APPEND", &k, "x"]);
+        cl.cmd(&["RPUSH", "list", &k]);
+        cl.cmd(&["HSET", "h", &k, "v"]);
+        cl.cmd(&["ZADD", "z", &i.to_string(), &k]);
+        cl.cmd(&["SETNX", &k, "2"]);
+        cl.cmd(&["DEL", &format!("k{}", i / 2)]);
+    }
+    cl.cmd(&["MULTI"]);
+    cl.cmd(&["INCR", "n"]);
+    cl.cmd(&["LPOP", "list"]);
+    assert!(matches!(cl.cmd(&["EXEC"]), Frame::Array(_)));
+    no_divergence_after(&c, 10.0);
+}
+
+#[test]
+fn healthy_memcached_group_never_diverges() {
+    let c = Cluster::start(Kind::Memcached, 3, "tcp", FLAGS);
+    let mut m = McClient::connect(c.nodes[2].listen).unwrap();
+    for i in 0..20 {
+        let k = format!("k{i}");
+        m.call(format!("set {k} 3 100 1\r\n1\r\n").as_bytes())
+            .unwrap();
+        m.call(format!("incr {k} 5\r\n").as_bytes()).unwrap();
+        m.call(format!("append {k} 0 0 1\r\nx\r\n").as_bytes())
+            .unwrap();
+        m.call(format!("add {k} 0 0 1\r\ny\r\n").as_bytes())
+            .unwrap();
+        // Meta replies with per-server parts (CAS, TTL left) asked for.
+        m.call(format!("ms m{k} 2 T90 c t\r\nab\r\n").as_bytes())
+            .unwrap();
+        m.call(format!("delete k{}\r\n", i / 2).as_bytes()).unwrap();
+    }
+    no_divergence_after(&c, 10.0);
+}
+
+/// A key changed directly in one backend: the next write to it gets
+/// another reply there, the range's digests differ, and that node (the
+/// odd one out) is fenced while the others only report it.
+#[test]
+fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    let odd = (leader + 1) % 3;
+    let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
+    assert_eq!(text(&cl.cmd(&["SET", "c", "1"])), "OK");
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
+    assert_eq!(text(&direct.cmd(&["SET", "c", "100"])), "OK");
+    assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2));
+    // Close the range the INCR is in.
+    for i in 0..16 {
+        cl.cmd(&["SET", &format!("pad{i}"), "x"]);
+    }
+    wait_explained(
+        LIMIT,
+        || (metric(&c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
+        || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
+    );
+    for i in ALL {
+        let found = metric(&c, i, "mu_sidecar_divergence_total").unwrap_or(0.0);
+        assert!(found >= 1.0, "node {} did not count the divergence", i + 1);
+        if i != odd {
+            assert_eq!(metric(&c, i, "mu_sidecar_diverged"), Some(0.0));
+            assert_eq!(http_get(c.nodes[i].http, "/readyz").unwrap().0, 200);
+        }
+    }
+    let (code, why) = http_get(c.nodes[odd].http, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(why.contains("answered differently"), "{why}");
+    let mut r = RespClient::connect(c.nodes[odd].listen).unwrap();
+    let refused = r.cmd(&["GET", "c"]);
+    assert!(
+        text(&refused).contains("answered differently"),
+        "{refused:?}"
+    );
+    let log = std::fs::read_to_string(&c.nodes[odd].log).unwrap();
+    assert!(log.contains("DIVERGENCE"), "{log}");
+}
+
+/// memcached replies that differ by value count too.
+#[test]
+fn memcached_divergence_is_found() {
+    let c = Cluster::start(Kind::Memcached, 3, "tcp", FLAGS);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    let odd = (leader + 2) % 3;
+    let mut m = McClient::connect(c.nodes[leader].listen).unwrap();
+    assert_eq!(m.call(b"set n 0 0 1\r\n1\r\n").unwrap(), McReply::Stored);
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let mut direct = McClient::connect(c.nodes[odd].backend).unwrap();
+    assert_eq!(
+        direct.call(b"set n 0 0 2\r\n50\r\n").unwrap(),
+        McReply::Stored
+    );
+    assert_eq!(m.call(b"incr n 1\r\n").unwrap(), McReply::Number(2));
+    for i in 0..16 {
+        m.call(format!("set pad{i} 0 0 1\r\nx\r\n").as_bytes())
+            .unwrap();
+    }
+    wait_explained(
+        LIMIT,
+        || (metric(&c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
+        || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
+    );
+}
