@@ -430,6 +430,11 @@ impl Applier {
         if self.shared.backend.state() == BackendState::OutOfStep {
             return Some(Reason::Backend);
         }
+        if self.shared.opts.on_divergence == crate::config::OnDivergence::Resync
+            && self.shared.digests.diverged()
+        {
+            return Some(Reason::Diverged);
+        }
         self.shared
             .status()
             .filter(|s| s.needs_state_transfer)
@@ -447,6 +452,7 @@ impl Applier {
             Reason::BehindRing => {
                 "the replica fell behind the part of the log the group recycled".into()
             }
+            Reason::Diverged => shared.digests.diverged_detail(shared.opts.digest_every),
         };
         tracing::warn!(reason = reason.label(), detail = %why,
             "state transfer needed: this node's data will be replaced by a copy of a peer's");

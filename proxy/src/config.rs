@@ -33,6 +33,9 @@ pub enum OnDivergence {
     /// Also stop serving reads and report not ready, until a state
     /// transfer replaces the data.
     Fence,
+    /// Fence, and replace the data with a copy of a peer's at once (a
+    /// state transfer).
+    Resync,
 }
 
 /// mu-sidecar: replicates the writes sent to a local redis-server or

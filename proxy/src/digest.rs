@@ -15,7 +15,8 @@
 //! nodes involved, and when this node is the odd one out (a majority of
 //! the nodes that reported the range agree, without it) the `diverged`
 //! gauge is set; with `--on-divergence fence` the node then also stops
-//! serving reads and reports not ready. A state transfer replaces the
+//! serving reads and reports not ready, and with `resync` it also replaces
+//! its data with a peer's copy at once. A state transfer replaces the
 //! node's data and clears the mark.
 //!
 //! Only what every replica's backend answers identically is folded: the
@@ -338,7 +339,7 @@ fn compare(shared: &Shared, mine: &[(u64, u64)], theirs: &[(NodeId, BTreeMap<u64
             }
             m.diverged.set(1);
             tracing::error!(entries = %format!("{first}..={last}"), node = me, others = ?nodes,
-                fence = shared.opts.on_divergence == crate::config::OnDivergence::Fence,
+                action = ?shared.opts.on_divergence,
                 "DIVERGENCE: this node's backend answered differently from the majority; \
                  its data differ from the group's");
         } else {

@@ -233,7 +233,8 @@ impl Metrics {
                 "transfers_needed_total",
                 "Times this node needed a state transfer, by reason (behind_ring: its replica \
                  fell behind the recycled log; backend_out_of_step: its backend restarted, \
-                 held data at start or lost a batch in flight)",
+                 held data at start or lost a batch in flight; diverged: its data differ from \
+                 the group's and --on-divergence resync is set)",
                 &["reason"],
             ),
             transfer_records: counter_vec(
@@ -299,7 +300,7 @@ impl Metrics {
             m.transfer_records.with_label_values(&[side]);
             m.transfer_bytes.with_label_values(&[side]);
         }
-        for reason in ["behind_ring", "backend_out_of_step"] {
+        for reason in ["behind_ring", "backend_out_of_step", "diverged"] {
             m.transfers_needed.with_label_values(&[reason]);
         }
         m

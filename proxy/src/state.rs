@@ -167,7 +167,7 @@ impl Shared {
     /// With `--on-divergence fence`, an error once this node's data were
     /// found to differ from the majority's.
     fn divergence_fence(&self) -> Result<(), String> {
-        if self.opts.on_divergence == crate::config::OnDivergence::Fence && self.digests.diverged()
+        if self.opts.on_divergence != crate::config::OnDivergence::Report && self.digests.diverged()
         {
             return Err(self.digests.diverged_detail(self.opts.digest_every));
         }

@@ -1089,6 +1089,9 @@ pub enum Reason {
     BehindRing,
     /// Its backend is out of step with the log.
     Backend,
+    /// Its data were found to differ from the majority's
+    /// (`--on-divergence resync`).
+    Diverged,
 }
 
 impl Reason {
@@ -1097,6 +1100,7 @@ impl Reason {
         match self {
             Reason::BehindRing => "behind_ring",
             Reason::Backend => "backend_out_of_step",
+            Reason::Diverged => "diverged",
         }
     }
 }

@@ -161,3 +161,41 @@ fn memcached_divergence_is_found() {
         || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
     );
 }
+
+/// With `--on-divergence resync` the odd one out replaces its data with a
+/// peer's copy and serves again.
+#[test]
+fn a_diverged_node_resyncs_when_asked_to() {
+    let mut flags = FLAGS.to_vec();
+    *flags.last_mut().unwrap() = "resync";
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &flags);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    let odd = (leader + 1) % 3;
+    let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
+    assert_eq!(text(&cl.cmd(&["SET", "c", "1"])), "OK");
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
+    assert_eq!(text(&direct.cmd(&["SET", "c", "100"])), "OK");
+    assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2));
+    for i in 0..16 {
+        cl.cmd(&["SET", &format!("pad{i}"), "x"]);
+    }
+    wait_explained(
+        LIMIT,
+        || {
+            let needed = metric_with(&c, odd, "mu_sidecar_transfers_needed_total", "diverged")?;
+            let ready = http_get(c.nodes[odd].http, "/readyz")?.0 == 200;
+            (needed >= 1.0 && ready).then_some(())
+        },
+        || format!("node {} did not resync\n{}", odd + 1, c.logs()),
+    );
+    assert_eq!(text(&direct.cmd(&["GET", "c"])), "2");
+    assert_eq!(metric(&c, odd, "mu_sidecar_diverged"), Some(0.0));
+}
+
+fn metric_with(c: &Cluster, i: usize, name: &str, part: &str) -> Option<f64> {
+    let (_, body) = http_get(c.nodes[i].http, "/metrics")?;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(part))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
