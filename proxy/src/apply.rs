@@ -226,7 +226,7 @@ impl BackendConn {
 
     /// True when the server holds any data (Redis: a key in any database;
     /// memcached: any item).
-    fn holds_data(&mut self) -> Result<bool, String> {
+    pub fn holds_data(&mut self) -> Result<bool, String> {
         match self.kind {
             BackendKind::Redis => match self.call_redis(&[&b"INFO"[..], b"keyspace"])? {
                 Frame::Bulk(text) => Ok(String::from_utf8_lossy(&text)
@@ -373,7 +373,7 @@ impl Applier {
                 let redis = &self.redis;
                 self.shared
                     .transfer
-                    .maybe_freeze(self.point, || redis.watch_state());
+                    .between_batches(self.point, || redis.watch_state());
                 Duration::from_millis(2)
             } else {
                 IDLE_CHECK

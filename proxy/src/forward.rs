@@ -6,7 +6,8 @@
 //! BLAKE3), under a key of its own so that a sidecar port and a fabric
 //! port can never be mistaken for each other. Then the connecting side
 //! sends one mode byte: `F` for forwarded writes, `T` for a state transfer
-//! ([`crate::transfer`]), `D` for divergence digests ([`crate::digest`]).
+//! ([`crate::transfer`]), `D` for divergence digests ([`crate::digest`]),
+//! `V` for a data verification ([`crate::verify`]).
 //! Forwarded writes:
 //!
 //! ```text
@@ -43,6 +44,8 @@ pub const MODE_FORWARD: u8 = b'F';
 pub const MODE_TRANSFER: u8 = b'T';
 /// Mode byte of a connection carrying divergence digests.
 pub const MODE_DIGEST: u8 = b'D';
+/// Mode byte of a connection carrying a verification session.
+pub const MODE_VERIFY: u8 = b'V';
 
 /// The handshake key of the peer port.
 pub fn key(secret: &str) -> [u8; 32] {
@@ -121,11 +124,15 @@ async fn serve_peer(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
     match sock.read_u8().await? {
         MODE_FORWARD => {}
         MODE_DIGEST => return crate::digest::serve(shared, sock).await,
-        MODE_TRANSFER => {
+        mode @ (MODE_TRANSFER | MODE_VERIFY) => {
             let std_sock = sock.into_std()?;
             std_sock.set_nonblocking(false)?;
             return tokio::task::spawn_blocking(move || {
-                crate::transfer::serve_donor(&shared, std_sock)
+                if mode == MODE_TRANSFER {
+                    crate::transfer::serve_donor(&shared, std_sock)
+                } else {
+                    crate::verify::serve(&shared, std_sock)
+                }
             })
             .await
             .map_err(io::Error::other)?;

@@ -1,4 +1,6 @@
-//! The HTTP port: `/metrics`, `/healthz`, `/readyz`, `/status`.
+//! The HTTP port: `/metrics`, `/healthz`, `/readyz`, `/status`, and
+//! `/verify` (compares every replica's data key by key; see
+//! [`crate::verify`]).
 
 use crate::state::Shared;
 use bytes::Bytes;
@@ -22,7 +24,12 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                async move {
+                    if req.uri().path() == "/verify" && req.method() == Method::GET {
+                        return Ok::<_, Infallible>(verify(shared).await);
+                    }
+                    Ok::<_, Infallible>(route(&shared, &req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), svc)
@@ -70,7 +77,31 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /healthz, /readyz or /status\n".into(),
+            "not found; try /metrics, /healthz, /readyz, /status or /verify\n".into(),
+        ),
+    }
+}
+
+/// Runs a verification: 200 with the report when every replica holds the
+/// same data, 409 with the report when not, 503 when it could not run.
+async fn verify(shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    let outcome = tokio::task::spawn_blocking(move || crate::verify::run(&shared))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match outcome {
+        Ok(report) => {
+            let json = report.to_json();
+            let status = if json["consistent"] == true {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
+            reply(status, "application/json", json.to_string())
+        }
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("verification failed: {e}\n"),
         ),
     }
 }

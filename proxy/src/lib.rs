@@ -21,7 +21,8 @@
 //! - [`payload`], [`proposer`]: what is proposed to Mu, and batching.
 //! - [`pending`], [`state`]: what the parts share.
 //! - [`transfer`]: state transfer to a node whose backend or replica fell
-//!   out of step with the log; [`digest`]: continuous divergence detection.
+//!   out of step with the log; [`digest`]: continuous divergence detection;
+//!   [`verify`]: on-demand comparison of every replica's data.
 //! - [`metrics`], [`http`]: observability.
 
 pub mod apply;
@@ -39,6 +40,7 @@ pub mod proposer;
 pub mod replicate;
 pub mod state;
 pub mod transfer;
+pub mod verify;
 
 use config::{BackendKind, Options};
 use forward::Forwarder;

@@ -72,9 +72,9 @@ use mu_protocols::table::mc_keys;
 use std::collections::HashSet;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Keys fetched per pipelined round trip while scanning.
@@ -107,27 +107,37 @@ const TAG_REFUSED: u8 = 5;
 /// A key a log entry may have written: database (0 for memcached) and key.
 pub type DirtyKey = (u32, Bytes);
 
-/// Keys written since the donor started tracking.
+/// Keys written since a tracker started.
 #[derive(Debug, Default)]
-struct Dirty {
-    keys: HashSet<DirtyKey>,
+pub struct Dirty {
+    /// The keys.
+    pub keys: HashSet<DirtyKey>,
     /// Set when an entry may have written keys that cannot be listed.
-    wholesale: Option<String>,
+    pub wholesale: Option<String>,
 }
+
+type Shelf = Arc<Mutex<Dirty>>;
 
 /// The donor's request to freeze its applier.
 #[derive(Debug)]
 struct Freeze {
     min: u64,
+    dirty: Shelf,
     frozen: SyncSender<(SnapshotPoint, Dirty, Vec<u8>)>,
     release: Receiver<()>,
 }
 
-/// What the applier and a donating peer connection share.
+/// What the applier shares with the work that must follow its writes key
+/// by key: a donation (see the module docs) or a verification
+/// ([`crate::verify`]).
 #[derive(Debug, Default)]
 pub struct Hub {
-    tracking: AtomicBool,
-    dirty: Mutex<Dirty>,
+    trackers: Mutex<Vec<Shelf>>,
+    tracking: AtomicUsize,
+    /// Batch boundaries the applier passed while tracking.
+    boundary: Mutex<u64>,
+    passed: Condvar,
+    donating: AtomicBool,
     freeze: Mutex<Option<Freeze>>,
 }
 
@@ -136,36 +146,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// True while a donation is under way (the applier then collects the
-    /// keys of what it applies and looks for a freeze request often).
+    /// True while anything tracks writes (the applier then collects the
+    /// keys of what it applies and comes back between batches often).
     pub fn tracking(&self) -> bool {
-        self.tracking.load(Ordering::Acquire)
+        self.tracking.load(Ordering::Acquire) > 0
     }
 
     /// Called by the applier once the entries whose keys are `keys` are
     /// applied; `wholesale` when one of them may have written more.
     pub fn note(&self, keys: &mut Vec<DirtyKey>, wholesale: Option<String>) {
-        if !self.tracking() {
-            keys.clear();
-            return;
+        if self.tracking() {
+            for t in lock(&self.trackers).iter() {
+                let mut d = lock(t);
+                if d.wholesale.is_none() {
+                    d.wholesale = wholesale.clone();
+                }
+                d.keys.extend(keys.iter().cloned());
+                if d.keys.len() > MAX_TRACKED && d.wholesale.is_none() {
+                    d.wholesale = Some(format!(
+                        "more than {MAX_TRACKED} keys were written meanwhile"
+                    ));
+                }
+            }
         }
-        let mut d = lock(&self.dirty);
-        if d.wholesale.is_none() {
-            d.wholesale = wholesale;
-        }
-        d.keys.extend(keys.drain(..));
-        if d.keys.len() > MAX_TRACKED && d.wholesale.is_none() {
-            d.wholesale = Some(format!(
-                "more than {MAX_TRACKED} keys were written during the transfer"
-            ));
-        }
+        keys.clear();
     }
 
-    /// Called by the applier between batches with its applied point: if a
-    /// donor asked for a freeze at or below that point, hands it the point,
-    /// the applier's own state (`state()`) and the last tracked keys, and
-    /// waits until it is done.
-    pub fn maybe_freeze(&self, point: SnapshotPoint, state: impl FnOnce() -> Vec<u8>) {
+    /// Called by the applier between batches with its applied point.
+    /// Counts the boundary for [`Hub::track`]; and if a donor asked for a
+    /// freeze at or below that point, hands it the point, the applier's
+    /// own state (`state()`) and the last tracked keys, and waits until it
+    /// is done.
+    pub fn between_batches(&self, point: SnapshotPoint, state: impl FnOnce() -> Vec<u8>) {
+        *lock(&self.boundary) += 1;
+        self.passed.notify_all();
         let f = {
             let mut slot = lock(&self.freeze);
             match slot.as_ref() {
@@ -176,7 +190,7 @@ impl Hub {
         let Some(f) = f else {
             return;
         };
-        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        let dirty = std::mem::take(&mut *lock(&f.dirty));
         if f.frozen.send((point, dirty, state())).is_ok() {
             // The donor copies the last keys now; applying would change
             // them under it. A donor that died releases by hanging up.
@@ -184,44 +198,64 @@ impl Hub {
         }
     }
 
-    fn begin(&self) -> Result<Tracking<'_>, String> {
-        if self.tracking.swap(true, Ordering::AcqRel) {
+    /// Starts tracking written keys. Returns once the applier passed a
+    /// batch boundary, so that every entry applied from then on is
+    /// tracked.
+    pub fn track(&self, limit: Duration) -> Result<Tracker<'_>, String> {
+        let shelf = Shelf::default();
+        lock(&self.trackers).push(shelf.clone());
+        self.tracking.fetch_add(1, Ordering::AcqRel);
+        let t = Tracker { hub: self, shelf };
+        let start = *lock(&self.boundary);
+        let (b, timeout) = self
+            .passed
+            .wait_timeout_while(lock(&self.boundary), limit, |b| *b == start)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(b);
+        if timeout.timed_out() {
+            return Err(format!(
+                "the applier did not reach a batch boundary within {limit:?}"
+            ));
+        }
+        Ok(t)
+    }
+
+    fn begin_donation(&self) -> Result<Donation<'_>, String> {
+        if self.donating.swap(true, Ordering::AcqRel) {
             return Err("this node is already donating to another node".into());
         }
-        *lock(&self.dirty) = Dirty::default();
-        Ok(Tracking(self))
-    }
-
-    /// Waits until the applier is between two batches (it passes a freeze
-    /// at any index and is released at once).
-    fn sync(&self, limit: Duration) -> Result<(), String> {
-        let (frozen_tx, frozen_rx) = mpsc::sync_channel(1);
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        *lock(&self.freeze) = Some(Freeze {
-            min: 0,
-            frozen: frozen_tx,
-            release: release_rx,
-        });
-        drop(release_tx);
-        frozen_rx
-            .recv_timeout(limit)
-            .map(|_| ())
-            .map_err(|_| format!("the applier did not reach a batch boundary within {limit:?}"))
-    }
-
-    fn take_dirty(&self) -> Dirty {
-        std::mem::take(&mut *lock(&self.dirty))
+        Ok(Donation(self))
     }
 }
 
-/// Tracking for one donation; ends it when dropped.
-struct Tracking<'a>(&'a Hub);
+/// Written keys tracked for one user; tracking ends when it is dropped.
+#[derive(Debug)]
+pub struct Tracker<'a> {
+    hub: &'a Hub,
+    shelf: Shelf,
+}
 
-impl Drop for Tracking<'_> {
+impl Tracker<'_> {
+    /// The keys tracked since the previous call (or the start).
+    pub fn take(&self) -> Dirty {
+        std::mem::take(&mut *lock(&self.shelf))
+    }
+}
+
+impl Drop for Tracker<'_> {
+    fn drop(&mut self) {
+        lock(&self.hub.trackers).retain(|t| !Arc::ptr_eq(t, &self.shelf));
+        self.hub.tracking.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The one donation in progress; ends it when dropped.
+struct Donation<'a>(&'a Hub);
+
+impl Drop for Donation<'_> {
     fn drop(&mut self) {
         *lock(&self.0.freeze) = None;
-        self.0.tracking.store(false, Ordering::Release);
-        *lock(&self.0.dirty) = Dirty::default();
+        self.0.donating.store(false, Ordering::Release);
     }
 }
 
@@ -545,10 +579,8 @@ fn donate<W: Write>(
     shared
         .reads_allowed()
         .map_err(|e| format!("this node cannot donate: {e}"))?;
-    let tracking = shared.transfer.begin()?;
-    // The applier collects keys from the next batch it plans: wait for a
-    // batch boundary, so that everything applied from here on is tracked.
-    tracking.0.sync(FREEZE_WAIT)?;
+    let donation = shared.transfer.begin_donation()?;
+    let tracker = shared.transfer.track(FREEZE_WAIT)?;
     let (mut d, _) = BackendConn::connect(shared)?;
     match shared.opts.backend_kind {
         BackendKind::Redis => scan_redis(shared, &mut d, sink)?,
@@ -556,7 +588,7 @@ fn donate<W: Write>(
     }
     // Rounds: send what changed meanwhile until little changes.
     for _ in 0..MAX_ROUNDS {
-        let dirty = tracking.0.take_dirty();
+        let dirty = tracker.take();
         if let Some(why) = dirty.wholesale {
             return Err(format!("the data changed wholesale during the copy: {why}"));
         }
@@ -569,8 +601,9 @@ fn donate<W: Write>(
     // Freeze the applier at an index the receiver can go on from.
     let (frozen_tx, frozen_rx) = mpsc::sync_channel(1);
     let (release_tx, release_rx) = mpsc::channel::<()>();
-    *lock(&tracking.0.freeze) = Some(Freeze {
+    *lock(&donation.0.freeze) = Some(Freeze {
         min,
+        dirty: tracker.shelf.clone(),
         frozen: frozen_tx,
         release: release_rx,
     });
@@ -601,7 +634,8 @@ fn donate<W: Write>(
         .flush()
         .map_err(|e| format!("sending to the receiver: {e}"))?;
     drop(release_tx);
-    drop(tracking);
+    drop(donation);
+    drop(tracker);
     Ok(point)
 }
 
@@ -782,7 +816,7 @@ fn memcached_page<W: Write>(
 }
 
 /// Decodes a metadump key (URL-encoded).
-fn url_decode(s: &[u8]) -> Bytes {
+pub fn url_decode(s: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -802,34 +836,60 @@ fn url_decode(s: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Calls `each` with every key memcached holds, in pages of at most
+/// `size`, from its LRU crawler (`lru_crawler metadump all`, on a
+/// connection of its own: memcached refuses other commands pipelined with
+/// it).
+pub fn memcached_pages(
+    shared: &Shared,
+    size: usize,
+    mut each: impl FnMut(Vec<Bytes>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut attempts = 0;
+    loop {
+        let (mut dump, _) = BackendConn::connect(shared)?;
+        let holds = dump.holds_data()?;
+        dump.send(b"lru_crawler metadump all\r\n")?;
+        let mut page = Vec::with_capacity(size);
+        let mut seen = 0u64;
+        loop {
+            let line = dump.read_line()?;
+            if &line[..] == b"END" {
+                break;
+            }
+            let Some(rest) = line.strip_prefix(b"key=") else {
+                return Err(format!(
+                    "lru_crawler metadump answered {:?} (this needs memcached's LRU crawler)",
+                    String::from_utf8_lossy(&line)
+                ));
+            };
+            let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            page.push(url_decode(&rest[..end]));
+            seen += 1;
+            if page.len() == size {
+                each(std::mem::take(&mut page))?;
+            }
+        }
+        // A dump asked for right after another one sometimes comes back
+        // empty at once; a server that holds items is asked again.
+        if seen == 0 && holds && attempts < 100 {
+            attempts += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        return each(page);
+    }
+}
+
 fn scan_memcached<W: Write>(
     shared: &Shared,
     d: &mut BackendConn,
     sink: &mut Sink<W>,
 ) -> Result<(), String> {
-    // The dump streams on a connection of its own (memcached refuses
-    // other commands pipelined with it); values come from `d`.
-    let (mut dump, _) = BackendConn::connect(shared)?;
-    dump.send(b"lru_crawler metadump all\r\n")?;
-    let mut page = Vec::with_capacity(PAGE);
-    loop {
-        let line = dump.read_line()?;
-        if &line[..] == b"END" {
-            break;
-        }
-        let Some(rest) = line.strip_prefix(b"key=") else {
-            return Err(format!(
-                "lru_crawler metadump answered {:?} (state transfer needs memcached's LRU crawler)",
-                String::from_utf8_lossy(&line)
-            ));
-        };
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        page.push((0, url_decode(&rest[..end])));
-        if page.len() == PAGE {
-            send_keys(shared, d, sink, std::mem::take(&mut page), false)?;
-        }
-    }
-    send_keys(shared, d, sink, page, false)
+    memcached_pages(shared, PAGE, |page| {
+        let keys = page.into_iter().map(|k| (0, k)).collect();
+        send_keys(shared, d, sink, keys, false)
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -191,6 +191,105 @@ fn a_diverged_node_resyncs_when_asked_to() {
     );
     assert_eq!(text(&direct.cmd(&["GET", "c"])), "2");
     assert_eq!(metric(&c, odd, "mu_sidecar_diverged"), Some(0.0));
+    // The copy holds the same data (its encodings may differ).
+    let (code, body) = verify(&c, odd);
+    assert_eq!(code, 200, "{body}");
+}
+
+/// `GET /verify` on node `i`: (status, JSON).
+fn verify(c: &Cluster, i: usize) -> (u16, serde_json::Value) {
+    let (code, body) = http_get_slow(c.nodes[i].http, "/verify").expect("/verify answers");
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (code, json)
+}
+
+fn http_get_slow(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(LIMIT)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((code, body))
+}
+
+/// Values of every type, written through the sidecars; one replica's copy
+/// of one key is changed directly. `/verify` on any node names exactly
+/// that key, while writes go on.
+#[test]
+fn verify_names_the_key_that_differs() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
+    for i in 0..300 {
+        let k = format!("k{i}");
+        cl.cmd(&["SET", &format!("s:{k}"), &k, "PX", "1000000"]);
+        cl.cmd(&["SADD", "set", &k]);
+        cl.cmd(&["HSET", "hash", &k, &i.to_string()]);
+        cl.cmd(&["ZADD", "zset", &i.to_string(), &k]);
+        cl.cmd(&["RPUSH", "list", &k]);
+    }
+    cl.cmd(&["XADD", "stream", "1-1", "f", "v"]);
+    cl.cmd(&["SELECT", "3"]);
+    cl.cmd(&["SET", "in-db-3", "x"]);
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let (code, report) = verify(&c, 0);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        report["keys"],
+        serde_json::json!([306, 306, 306]),
+        "{report}"
+    );
+    let odd = (leader + 2) % 3;
+    let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
+    direct.cmd(&["SELECT", "3"]);
+    assert_eq!(text(&direct.cmd(&["SET", "in-db-3", "tampered"])), "OK");
+    // Writes go on during the check, through every node.
+    let loads: Vec<_> = ALL
+        .iter()
+        .map(|&i| common::load::Load::start(Kind::Redis, c.nodes[i].listen))
+        .collect();
+    loads[0].grow(50, "writes before the check");
+    let (code, report) = verify(&c, (leader + 1) % 3);
+    for l in loads {
+        l.stop();
+    }
+    assert_eq!(code, 409, "{report}");
+    let diffs = report["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{report}");
+    assert_eq!(diffs[0]["db"], 3);
+    assert_eq!(diffs[0]["key"], "in-db-3");
+    let digests = diffs[0]["digests"].as_array().unwrap();
+    let agree = |a: usize, b: usize| digests[a] == digests[b];
+    let others: Vec<usize> = ALL.iter().copied().filter(|&i| i != odd).collect();
+    assert!(
+        agree(others[0], others[1]) && !agree(odd, others[0]),
+        "{report}"
+    );
+}
+
+#[test]
+fn verify_compares_memcached_items() {
+    let c = Cluster::start(Kind::Memcached, 3, "tcp", &[]);
+    let mut m = McClient::connect(c.nodes[0].listen).unwrap();
+    for i in 0..100 {
+        let req = format!("set k{i} {i} 0 2\r\nv{}\r\n", i % 10);
+        assert_eq!(m.call(req.as_bytes()).unwrap(), McReply::Stored);
+    }
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let (code, report) = verify(&c, 1);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["keys"], serde_json::json!([100, 100, 100]));
+    let mut direct = McClient::connect(c.nodes[2].backend).unwrap();
+    assert_eq!(direct.call(b"delete k7\r\n").unwrap(), McReply::Deleted);
+    let (code, report) = verify(&c, 0);
+    assert_eq!(code, 409, "{report}\n{}", c.logs());
+    let diffs = report["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{report}");
+    assert_eq!(diffs[0]["key"], "k7");
+    assert_eq!(diffs[0]["digests"][2], serde_json::Value::Null, "{report}");
 }
 
 fn metric_with(c: &Cluster, i: usize, name: &str, part: &str) -> Option<f64> {
