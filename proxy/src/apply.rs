@@ -537,12 +537,6 @@ impl Applier {
         m.backend_up.set(1);
         m.transferring.set(0);
         m.transfers.with_label_values(&["receiver", "ok"]).inc();
-        m.transfer_records
-            .with_label_values(&["receiver"])
-            .inc_by(loaded.stats.records);
-        m.transfer_bytes
-            .with_label_values(&["receiver"])
-            .inc_by(loaded.stats.bytes);
         m.transfer_seconds.set(started.elapsed().as_secs_f64());
         shared
             .replica

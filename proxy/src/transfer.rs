@@ -492,19 +492,26 @@ struct Sink<W: Write> {
     stats: Stats,
     since: Instant,
     logged: Instant,
-    what: &'static str,
+    side: &'static str,
+    records: prometheus::IntCounter,
+    bytes: prometheus::IntCounter,
 }
 
 impl<W: Write> Sink<W> {
-    fn new(out: W, what: &'static str) -> Self {
+    /// A sink counting into `shared`'s metrics as `side` (donor or
+    /// receiver), so progress shows while a transfer runs.
+    fn new(out: W, shared: &Shared, side: &'static str) -> Self {
         #[allow(clippy::disallowed_methods, reason = "progress is timed")]
         let now = Instant::now();
+        let m = &shared.metrics;
         Sink {
             out,
             stats: Stats::default(),
             since: now,
             logged: now,
-            what,
+            side,
+            records: m.transfer_records.with_label_values(&[side]),
+            bytes: m.transfer_bytes.with_label_values(&[side]),
         }
     }
 
@@ -516,16 +523,19 @@ impl<W: Write> Sink<W> {
     }
 
     fn count(&mut self, r: &Record) {
+        let len = r.wire_len();
         self.stats.records += 1;
-        self.stats.bytes += r.wire_len();
+        self.stats.bytes += len;
+        self.records.inc();
+        self.bytes.inc_by(len);
         if self.logged.elapsed() >= PROGRESS_EVERY {
             self.logged = Instant::now();
             tracing::info!(
                 records = self.stats.records,
                 bytes = self.stats.bytes,
                 elapsed_s = self.since.elapsed().as_secs_f64(),
-                "state transfer {} in progress",
-                self.what
+                side = self.side,
+                "state transfer in progress"
             );
         }
     }
@@ -538,7 +548,7 @@ pub fn serve_donor(shared: &Shared, sock: TcpStream) -> io::Result<()> {
     let mut rd = sock.try_clone()?;
     let min = read_u64(&mut rd)?;
     let peer = sock.peer_addr().ok();
-    let mut sink = Sink::new(BufWriter::with_capacity(256 << 10, sock), "(donor)");
+    let mut sink = Sink::new(BufWriter::with_capacity(256 << 10, sock), shared, "donor");
     #[allow(clippy::disallowed_methods, reason = "transfers are timed")]
     let started = Instant::now();
     tracing::info!(?peer, min_index = min, "state transfer to a peer starting");
@@ -562,12 +572,6 @@ pub fn serve_donor(shared: &Shared, sock: TcpStream) -> io::Result<()> {
             let _ = Record::Refused(why.clone()).write(&mut sink.out);
         }
     }
-    m.transfer_records
-        .with_label_values(&["donor"])
-        .inc_by(sink.stats.records);
-    m.transfer_bytes
-        .with_label_values(&["donor"])
-        .inc_by(sink.stats.bytes);
     sink.out.flush()
 }
 
@@ -962,7 +966,7 @@ pub fn receive(shared: &Shared, donor: NodeId, min: u64) -> Result<Loaded, Strin
     let (mut conn, identity) = BackendConn::connect(shared)?;
     conn.flush_all()?;
     let mut next = Some(first);
-    let mut sink = Sink::new(io::sink(), "(receiver)");
+    let mut sink = Sink::new(io::sink(), shared, "receiver");
     let mut loader = Loader::new(shared.opts.backend_kind);
     loop {
         let r = match next.take() {

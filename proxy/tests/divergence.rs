@@ -192,27 +192,8 @@ fn a_diverged_node_resyncs_when_asked_to() {
     assert_eq!(text(&direct.cmd(&["GET", "c"])), "2");
     assert_eq!(metric(&c, odd, "mu_sidecar_diverged"), Some(0.0));
     // The copy holds the same data (its encodings may differ).
-    let (code, body) = verify(&c, odd);
+    let (code, body) = c.verify(odd);
     assert_eq!(code, 200, "{body}");
-}
-
-/// `GET /verify` on node `i`: (status, JSON).
-fn verify(c: &Cluster, i: usize) -> (u16, serde_json::Value) {
-    let (code, body) = http_get_slow(c.nodes[i].http, "/verify").expect("/verify answers");
-    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-    (code, json)
-}
-
-fn http_get_slow(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(LIMIT)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
-    Some((code, body))
 }
 
 /// Values of every type, written through the sidecars; one replica's copy
@@ -235,7 +216,7 @@ fn verify_names_the_key_that_differs() {
     cl.cmd(&["SELECT", "3"]);
     cl.cmd(&["SET", "in-db-3", "x"]);
     c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
-    let (code, report) = verify(&c, 0);
+    let (code, report) = c.verify(0);
     assert_eq!(code, 200, "{report}");
     assert_eq!(
         report["keys"],
@@ -252,7 +233,7 @@ fn verify_names_the_key_that_differs() {
         .map(|&i| common::load::Load::start(Kind::Redis, c.nodes[i].listen))
         .collect();
     loads[0].grow(50, "writes before the check");
-    let (code, report) = verify(&c, (leader + 1) % 3);
+    let (code, report) = c.verify((leader + 1) % 3);
     for l in loads {
         l.stop();
     }
@@ -279,12 +260,12 @@ fn verify_compares_memcached_items() {
         assert_eq!(m.call(req.as_bytes()).unwrap(), McReply::Stored);
     }
     c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
-    let (code, report) = verify(&c, 1);
+    let (code, report) = c.verify(1);
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["keys"], serde_json::json!([100, 100, 100]));
     let mut direct = McClient::connect(c.nodes[2].backend).unwrap();
     assert_eq!(direct.call(b"delete k7\r\n").unwrap(), McReply::Deleted);
-    let (code, report) = verify(&c, 0);
+    let (code, report) = c.verify(0);
     assert_eq!(code, 409, "{report}\n{}", c.logs());
     let diffs = report["differences"].as_array().unwrap();
     assert_eq!(diffs.len(), 1, "{report}");

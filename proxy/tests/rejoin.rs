@@ -323,3 +323,100 @@ fn memcached_copy_keeps_flags_and_expiry() {
     }
     settle_and_compare(&c);
 }
+
+/// Keys the node's backend holds (Redis DBSIZE of database 0).
+fn dbsize(addr: std::net::SocketAddr) -> i64 {
+    match RespClient::connect(addr).unwrap().cmd(&["DBSIZE"]) {
+        Frame::Integer(n) => n,
+        other => panic!("DBSIZE answered {other:?}"),
+    }
+}
+
+/// The donor dies in the middle of a transfer: the node starts again from
+/// an empty backend with the other donor, serves nothing while half
+/// loaded, and ends with the whole data set.
+#[test]
+fn transfer_starts_over_when_its_donor_dies_midway() {
+    let mut c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    // 300 000 keys, through the log in 1000-key MSETs.
+    let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
+    let value = "v".repeat(100);
+    for chunk in 0..300 {
+        let mut cmd = vec!["MSET".to_string()];
+        for k in 0..1000 {
+            cmd.push(format!("key:{chunk}:{k}"));
+            cmd.push(value.clone());
+        }
+        let r = w.pipeline(&[cmd]).unwrap();
+        assert_eq!(text(&r[0]), "OK");
+    }
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let f = (leader + 1) % 3;
+    c.nodes[f].backend_proc.kill();
+    let backend = c.nodes[f].backend;
+    c.nodes[f].backend_proc = start_backend_on(Kind::Redis, backend);
+    // Wait until keys arrive from a donor, then kill that donor.
+    let donor = wait_explained(
+        LIMIT,
+        || {
+            let s = c.status(f)?;
+            let detail = s["backend"]["detail"].as_str()?.to_string();
+            let n: usize = detail
+                .split("loading a copy of node ")
+                .nth(1)?
+                .split('\'')
+                .next()?
+                .parse()
+                .ok()?;
+            let got = metric(&c, f, "mu_sidecar_transfer_records_total", &["receiver"])?;
+            (got > 0.0).then_some(n - 1)
+        },
+        || format!("no transfer in progress on node {}\n{}", f + 1, c.logs()),
+    );
+    assert!(
+        metric(&c, f, "mu_sidecar_transferring", &[]) == Some(1.0),
+        "the transfer ended before its donor could be stopped (a faster machine needs more data)"
+    );
+    c.nodes[donor].proc.kill();
+    // Until it is complete the node is not ready.
+    let other = 3 - f - donor;
+    wait_explained(
+        LIMIT,
+        || {
+            let s = c.status(f)?;
+            let ready = s["ready"] == true;
+            let loaded = s["backend"]["detail"]
+                .as_str()?
+                .contains("state transfer at");
+            assert!(!ready || loaded, "node ready while half loaded: {s}");
+            (ready && loaded).then_some(())
+        },
+        || format!("node {} did not complete the transfer\n{}", f + 1, c.logs()),
+    );
+    let failed = metric(
+        &c,
+        f,
+        "mu_sidecar_transfers_total",
+        &["receiver", "\"failed\""],
+    );
+    assert!(
+        failed.unwrap_or(0.0) >= 1.0,
+        "the first attempt did not fail: {failed:?}"
+    );
+    assert_eq!(dbsize(c.nodes[f].backend), 300_000);
+    assert_eq!(dbsize(c.nodes[f].backend), dbsize(c.nodes[other].backend));
+    // The killed sidecar comes back (its server kept its data) and loads a
+    // copy too; then every node holds the same data.
+    let node = &mut c.nodes[donor];
+    node.proc = spawn_sidecar(&node.args, &node.log, node.id);
+    wait_transferred(&c, donor);
+    assert_eq!(text(&w.cmd(&["SET", "after", "1"])), "OK");
+    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let (code, report) = c.verify(f);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        report["keys"],
+        serde_json::json!([300_001, 300_001, 300_001])
+    );
+}

@@ -357,6 +357,15 @@ impl Cluster {
             .unwrap_or(0)
     }
 
+    /// `GET /verify` on node `i` (compares every node's data): the status
+    /// and the JSON report.
+    pub fn verify(&self, i: usize) -> (u16, serde_json::Value) {
+        let (code, body) = http_get_within(self.nodes[i].http, "/verify", Duration::from_secs(60))
+            .expect("/verify answers");
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        (code, json)
+    }
+
     /// The sidecar logs, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes
@@ -404,8 +413,13 @@ pub fn spawn_sidecar(args: &[String], log: &PathBuf, id: u8) -> Proc {
 
 /// A plain HTTP/1.0 GET: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_within(addr, path, Duration::from_secs(2))
+}
+
+/// [`http_get`] for answers that take up to `limit`.
+pub fn http_get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
