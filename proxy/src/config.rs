@@ -120,6 +120,10 @@ pub struct Options {
     /// Client connections accepted at once; more are refused with an error.
     #[arg(long, env = "MU_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
+    /// Where `kill -USR1` writes `dump-<id>.txt`: the replication latency
+    /// (ns, one per line) of each write answered since the previous dump.
+    #[arg(long, env = "MU_DUMP_DIR", default_value = ".")]
+    pub dump_dir: std::path::PathBuf,
     /// The replica: fabric, group size, fabric peers or registry, secret.
     #[command(flatten)]
     pub mu: NodeOptions,

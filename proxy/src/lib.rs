@@ -23,7 +23,8 @@
 //! - [`transfer`]: state transfer to a node whose backend or replica fell
 //!   out of step with the log; [`digest`]: continuous divergence detection;
 //!   [`verify`]: on-demand comparison of every replica's data.
-//! - [`metrics`], [`http`]: observability.
+//! - [`metrics`], [`http`]: observability; [`dump`]: the replication
+//!   latency dump on SIGUSR1.
 
 pub mod apply;
 pub mod client_memcached;
@@ -31,6 +32,7 @@ pub mod client_redis;
 pub mod config;
 pub mod conn;
 pub mod digest;
+pub mod dump;
 pub mod forward;
 pub mod http;
 pub mod metrics;
@@ -124,6 +126,12 @@ pub async fn run(opts: Options) -> Result<(), String> {
         digests: digest::Digests::new(opts.digest_every),
         opts,
     });
+    let dumps = dump::on_sigusr1(
+        shared.metrics.latency_samples.clone(),
+        shared.opts.dump_dir.clone(),
+        shared.opts.id,
+    )?;
+    tokio::spawn(dumps);
     apply::spawn(shared.clone(), committed).map_err(|e| e.to_string())?;
     if let Some(l) = peer_port {
         tokio::spawn(forward::serve(shared.clone(), l));

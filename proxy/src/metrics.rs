@@ -3,6 +3,7 @@
 //! Labels take a handful of fixed values each (command class, outcome,
 //! role, error kind); no key, value or client address ever becomes a label.
 
+use crate::dump::Samples;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -17,6 +18,9 @@ pub struct Metrics {
     /// Time from a write's arrival to its reply being ready (replicated and
     /// applied locally), seconds.
     pub replication_latency: Histogram,
+    /// The same figures as `replication_latency`, each in ns, kept for the
+    /// SIGUSR1 dump (see [`crate::dump`]).
+    pub latency_samples: std::sync::Arc<Samples>,
     /// Replicated writes by outcome.
     pub write_outcomes: IntCounterVec,
     /// Log index up to which entries are known committed.
@@ -136,6 +140,7 @@ impl Metrics {
                 "Time from a write's arrival to its reply: replicated, committed and applied locally",
                 latency,
             ),
+            latency_samples: std::sync::Arc::new(Samples::default()),
             write_outcomes: counter_vec(
                 r,
                 "write_outcomes_total",

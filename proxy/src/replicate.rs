@@ -217,6 +217,10 @@ pub async fn run(
                     .metrics
                     .replication_latency
                     .observe(elapsed.as_secs_f64());
+                shared
+                    .metrics
+                    .latency_samples
+                    .record(elapsed.as_nanos() as u64);
                 "ok"
             }
             Err(e) => e.label(),
