@@ -2,12 +2,14 @@
 //! replica per process over the `tcp` or `shm` fabric, peers from a static
 //! list or the memcached registry (`DORY_REGISTRY_IP`), the per-node pause
 //! fifo, and launching a whole local group from one command; [`group`]
-//! runs a group of `mu-node` processes for tests and benchmarks;
-//! [`orderbook`] is the replicated order book (the Liquibook experiment).
+//! runs a group of `mu-node` processes for tests and benchmarks; [`load`]
+//! is the artifact's Redis and memcached load generators; [`orderbook`]
+//! is the replicated order book (the Liquibook experiment).
 
 #![forbid(unsafe_code)]
 
 pub mod group;
+pub mod load;
 pub mod orderbook;
 
 use clap::Args;
