@@ -27,12 +27,8 @@ N_TPUT=${N_TPUT:-200000}
 OUT=${OUT:-target-bench-sidecar}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-need() {
-  command -v "$1" >/dev/null 2>&1 || {
-    echo "bench-sidecar: $1 is missing: apt-get install -y $2" >&2
-    exit 1
-  }
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 need redis-server redis-server
 need redis-benchmark redis-tools
 need redis-cli redis-tools
@@ -48,43 +44,6 @@ RAW=$OUT/raw.csv
 echo "run,setup,shape,test,rps,p50_ms,p99_ms" >"$RAW"
 FAILURES=$OUT/failures.txt
 : >"$FAILURES"
-
-PIDS=()
-stop_all() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap stop_all EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# until DESCRIPTION COMMAND...: polls COMMAND every 10 ms for up to 30 s.
-until_ok() {
-  local what=$1 i
-  shift
-  for i in $(seq 3000); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.01
-  done
-  echo "bench-sidecar: timed out waiting for $what" >&2
-  exit 1
-}
-
-redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
-
-# start_redis PORT [extra redis-server args]
-start_redis() {
-  local port=$1
-  shift
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no "$@" \
-    >"$OUT/redis-$port.log" 2>&1 &
-  PIDS+=($!)
-  until_ok "redis-server on $port" redis_up "$port"
-}
 
 # record RUN SETUP SHAPE < redis-benchmark CSV (lines before its header,
 # such as nutcracker's missing CONFIG warning, are skipped)
@@ -179,45 +138,12 @@ native_replication() {
   stop_all
 }
 
-leader_port() {
-  local i
-  for i in 0 1 2; do
-    if curl -sf "http://${HTTP[$i]}/status" | grep -q '"role":"leader"'; then
-      echo "${LISTEN[$i]##*:}"
-      return 0
-    fi
-  done
-  return 1
-}
-
 sidecars() {
-  local run=$1 fabric=$2 i peers fwd dir
-  peers=()
-  fwd=()
-  LISTEN=()
-  HTTP=()
-  for i in 0 1 2; do
-    peers+=("127.0.0.1:$(free_port)")
-    fwd+=("127.0.0.1:$(free_port)")
-    LISTEN+=("127.0.0.1:$(free_port)")
-    HTTP+=("127.0.0.1:$(free_port)")
-  done
-  dir=$(mktemp -d /dev/shm/bench-sidecar.XXXXXX)
-  for i in 0 1 2; do
-    local backend
-    backend=$(free_port)
-    start_redis "$backend"
-    "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "127.0.0.1:$backend" \
-      --listen "${LISTEN[$i]}" --http "${HTTP[$i]}" --fabric "$fabric" \
-      --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
-      --group "bench$$" --shm-dir "$dir" ${SIDECAR_FLAGS:-} >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
-    PIDS+=($!)
-  done
-  for i in 0 1 2; do until_ok "sidecar $((i + 1)) ready" curl -sf "http://${HTTP[$i]}/readyz"; done
-  until_ok "a leader" leader_port
+  local run=$1 fabric=$2
+  start_group "$fabric"
   bench "$run" "mu-sidecar-$fabric" "$(leader_port)"
   stop_all
-  rm -rf "$dir"
+  rm -rf "$SHM_DIR"
 }
 
 for run in $(seq "$RUNS"); do

@@ -420,3 +420,30 @@ fn transfer_starts_over_when_its_donor_dies_midway() {
         serde_json::json!([300_001, 300_001, 300_001])
     );
 }
+
+/// A node away for less than the ring holds catches up from the log: no
+/// state transfer, and it ends with the same data.
+#[test]
+fn briefly_stopped_node_catches_up_from_the_log() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let leader = c.wait_leader(&ALL, LIMIT);
+    let f = (leader + 1) % 3;
+    let mut w = RespClient::connect(c.nodes[leader].listen).unwrap();
+    c.nodes[f].proc.signal("STOP");
+    for i in 0..300 {
+        assert_eq!(text(&w.cmd(&["SET", &format!("k{i}"), "v"])), "OK");
+    }
+    let commit = c.commit_index(&[leader]);
+    c.nodes[f].proc.signal("CONT");
+    c.wait_applied(&[f], commit, LIMIT);
+    c.wait_ready(f, LIMIT);
+    for reason in ["behind_ring", "backend_out_of_step", "diverged"] {
+        assert_eq!(
+            metric(&c, f, "mu_sidecar_transfers_needed_total", &[reason]),
+            Some(0.0),
+            "node {} needed a transfer ({reason})",
+            f + 1
+        );
+    }
+    settle_and_compare(&c);
+}

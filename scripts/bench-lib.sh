@@ -1,0 +1,92 @@
+# Shared by the benchmark scripts: process bookkeeping, free ports, waits,
+# redis-server and mu-sidecar groups. Source it after setting OUT (the
+# directory for logs) and, for sidecar groups, SIDECAR (the binary).
+# shellcheck shell=bash
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || {
+    echo "$(basename "$0"): $1 is missing: apt-get install -y $2" >&2
+    exit 1
+  }
+}
+
+PIDS=()
+stop_all() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+trap stop_all EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# until_ok DESCRIPTION COMMAND...: polls COMMAND every 10 ms for up to
+# ${UNTIL_S:-30} s.
+until_ok() {
+  local what=$1 i
+  shift
+  for i in $(seq $((${UNTIL_S:-30} * 100))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.01
+  done
+  echo "$(basename "$0"): timed out waiting for $what" >&2
+  exit 1
+}
+
+redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
+
+# start_redis PORT [extra redis-server args]; its pid is $LAST_PID.
+start_redis() {
+  local port=$1
+  shift
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no "$@" \
+    >>"$OUT/redis-$port.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=($!)
+  until_ok "redis-server on $port" redis_up "$port"
+}
+
+leader_port() {
+  local i
+  for i in 0 1 2; do
+    if curl -sf "http://${HTTP[$i]}/status" | grep -q '"role":"leader"'; then
+      echo "${LISTEN[$i]##*:}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# start_group FABRIC: three redis-servers and sidecars; sets LISTEN, HTTP,
+# BACKEND (ports), BACKEND_PID and SHM_DIR, and waits until all are ready.
+start_group() {
+  local fabric=$1 i peers fwd
+  peers=()
+  fwd=()
+  LISTEN=()
+  HTTP=()
+  BACKEND=()
+  BACKEND_PID=()
+  for i in 0 1 2; do
+    peers+=("127.0.0.1:$(free_port)")
+    fwd+=("127.0.0.1:$(free_port)")
+    LISTEN+=("127.0.0.1:$(free_port)")
+    HTTP+=("127.0.0.1:$(free_port)")
+  done
+  SHM_DIR=$(mktemp -d /dev/shm/bench-sidecar.XXXXXX)
+  for i in 0 1 2; do
+    BACKEND+=("$(free_port)")
+    start_redis "${BACKEND[$i]}"
+    BACKEND_PID+=("$LAST_PID")
+    "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "127.0.0.1:${BACKEND[$i]}" \
+      --listen "${LISTEN[$i]}" --http "${HTTP[$i]}" --fabric "$fabric" \
+      --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
+      --group "bench$$" --shm-dir "$SHM_DIR" ${SIDECAR_FLAGS:-} >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 0 1 2; do until_ok "sidecar $((i + 1)) ready" curl -sf "http://${HTTP[$i]}/readyz"; done
+  until_ok "a leader" leader_port
+}
