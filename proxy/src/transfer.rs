@@ -296,24 +296,28 @@ pub fn memcached_keys(req: &[u8], keys: &mut Vec<DirtyKey>) -> Result<(), String
 // ---------------------------------------------------------------------------
 // Records.
 
-fn put_bytes(out: &mut impl Write, b: &[u8]) -> io::Result<()> {
+/// Writes `b` as u32 length + bytes.
+pub fn put_bytes(out: &mut impl Write, b: &[u8]) -> io::Result<()> {
     out.write_all(&(b.len() as u32).to_le_bytes())?;
     out.write_all(b)
 }
 
-fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+/// Reads a little-endian u32.
+pub fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;
     Ok(u32::from_le_bytes(b))
 }
 
-fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+/// Reads a little-endian u64.
+pub fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))
 }
 
-fn read_bytes(r: &mut impl Read) -> io::Result<Bytes> {
+/// Reads what [`put_bytes`] wrote (at most 1 GiB).
+pub fn read_bytes(r: &mut impl Read) -> io::Result<Bytes> {
     let len = read_u32(r)?;
     if len > MAX_FIELD {
         return Err(io::Error::new(

@@ -32,7 +32,7 @@
 use crate::apply::{frame_text, BackendConn};
 use crate::config::BackendKind;
 use crate::state::Shared;
-use crate::transfer::DirtyKey;
+use crate::transfer::{put_bytes, read_bytes as read_key, read_u32, read_u64, DirtyKey};
 use bytes::{Bytes, BytesMut};
 use mu::NodeId;
 use mu_protocols::memcached::{McReply, MetaStatus};
@@ -290,30 +290,7 @@ fn err(e: String) -> io::Error {
 
 fn put_key(out: &mut impl Write, db: u32, key: &[u8]) -> io::Result<()> {
     out.write_all(&db.to_le_bytes())?;
-    out.write_all(&(key.len() as u32).to_le_bytes())?;
-    out.write_all(key)
-}
-
-fn read_u32(r: &mut impl Read) -> io::Result<u32> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_le_bytes(b))
-}
-
-fn read_u64(r: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
-fn read_key(r: &mut impl Read) -> io::Result<Bytes> {
-    let len = read_u32(r)?;
-    if len > 512 << 20 {
-        return Err(err(format!("a key of {len} bytes")));
-    }
-    let mut k = vec![0u8; len as usize];
-    r.read_exact(&mut k)?;
-    Ok(Bytes::from(k))
+    put_bytes(out, key)
 }
 
 /// Serves one verification session on a peer connection (after the mode

@@ -92,12 +92,11 @@ fn healthy_memcached_group_never_diverges() {
     no_divergence_after(&c, 10.0);
 }
 
-/// A key changed directly in one backend: the next write to it gets
-/// another reply there, the range's digests differ, and that node (the
-/// odd one out) is fenced while the others only report it.
-#[test]
-fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
-    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+/// Sets `c` through the sidecars, changes it directly in one follower's
+/// backend, then increments it through the sidecars (so that backend
+/// answers differently) and writes enough to close the range. Returns the
+/// changed node.
+fn change_one_backend(c: &Cluster) -> usize {
     let leader = c.wait_leader(&ALL, LIMIT);
     let odd = (leader + 1) % 3;
     let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
@@ -106,10 +105,19 @@ fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
     let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
     assert_eq!(text(&direct.cmd(&["SET", "c", "100"])), "OK");
     assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2));
-    // Close the range the INCR is in.
     for i in 0..16 {
         cl.cmd(&["SET", &format!("pad{i}"), "x"]);
     }
+    odd
+}
+
+/// A key changed directly in one backend: the next write to it gets
+/// another reply there, the range's digests differ, and that node (the
+/// odd one out) is fenced while the others only report it.
+#[test]
+fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+    let odd = change_one_backend(&c);
     wait_explained(
         LIMIT,
         || (metric(&c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
@@ -169,17 +177,8 @@ fn a_diverged_node_resyncs_when_asked_to() {
     let mut flags = FLAGS.to_vec();
     *flags.last_mut().unwrap() = "resync";
     let c = Cluster::start(Kind::Redis, 3, "tcp", &flags);
-    let leader = c.wait_leader(&ALL, LIMIT);
-    let odd = (leader + 1) % 3;
-    let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
-    assert_eq!(text(&cl.cmd(&["SET", "c", "1"])), "OK");
-    c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
+    let odd = change_one_backend(&c);
     let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
-    assert_eq!(text(&direct.cmd(&["SET", "c", "100"])), "OK");
-    assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2));
-    for i in 0..16 {
-        cl.cmd(&["SET", &format!("pad{i}"), "x"]);
-    }
     wait_explained(
         LIMIT,
         || {
