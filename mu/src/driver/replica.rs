@@ -328,6 +328,15 @@ fn run<F: Fabric>(
         if let Some(point) = install {
             if point.applied > core.snapshot_point().applied {
                 core.install_snapshot(point);
+                // Entries up to the point will not be delivered here: their
+                // proposers learn nothing more from this replica (the entry
+                // may have committed elsewhere).
+                let (skipped, rest): (Vec<Waiter>, Vec<Waiter>) =
+                    waiters.drain(..).partition(|w| w.index <= point.applied);
+                waiters = rest;
+                for w in skipped {
+                    w.reply.send(Err(ProposeError::Unknown));
+                }
                 execute(&mut core, &mut fabric);
                 // Published at once: the application waits for it.
                 next_status = now;
