@@ -14,268 +14,117 @@
 //! --workspace` builds it). MAIN-ST and MAIN-ST-LAT are run by
 //! `tests/tools.rs`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[path = "../../proxy/tests/common/mod.rs"]
+mod common;
+
+use common::{find_program, free_addr, sidecar_program, temp_dir, wait_explained, Cluster, Kind};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-/// A free loopback port below the kernel's ephemeral range (32768 and
-/// up), from a counter per test process, so the kernel does not hand the
-/// same port to someone else between the check and its use.
-fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 400) * 30;
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (base + n % 12_000) as u16;
-        let port = if port >= 32_000 { port - 12_000 } else { port };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return SocketAddr::from(([127, 0, 0, 1], port));
-        }
-    }
-}
+/// The load generator; its artifact-named wrappers are beside it.
+const MU_LOAD: &str = env!("CARGO_BIN_EXE_mu-load");
 
-/// Polls `f` every millisecond until it returns `Some`; panics with what
-/// `explain` says after `limit`.
-fn wait_for<T>(
-    limit: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    explain: impl FnOnce() -> String,
-) -> T {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "{}", explain());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+/// A directory removed on drop.
+struct Scratch(PathBuf);
 
-/// A program on `PATH` (or in the usual system directories), or a message
-/// that says how to install it.
-fn find_program(program: &str, package: &str) -> Result<PathBuf, String> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"])
-        .map(|d| PathBuf::from(d).join(program))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "{program} is not installed: run `sudo apt-get install -y {package}` \
-                 (scripts/install-deps.sh installs everything the tests need)"
-            )
-        })
-}
-
-/// `mu-sidecar`, built beside the tools. `cargo test -p mu-examples`
-/// alone does not rebuild it, so one that predates `--dump-dir` is named
-/// as stale rather than tested.
-fn sidecar_program() -> Result<PathBuf, String> {
-    let p = Path::new(env!("CARGO_BIN_EXE_mu-load")).with_file_name("mu-sidecar");
-    let build = "build it with `cargo build -p mu-sidecar` (`cargo test --workspace` builds it)";
-    if !p.is_file() {
-        return Err(format!("{} not found: {build}", p.display()));
-    }
-    let help = Command::new(&p)
-        .arg("--help")
-        .output()
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    if !String::from_utf8_lossy(&help.stdout).contains("--dump-dir") {
-        return Err(format!(
-            "{} is older than its sources: {build}",
-            p.display()
-        ));
-    }
-    Ok(p)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Redis,
-    Memcached,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Redis => "redis",
-            Kind::Memcached => "memcached",
-        }
-    }
-}
-
-/// A child process killed (and reaped) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-struct Node {
-    id: u8,
-    listen: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-    sidecar: Proc,
-    _backend: Proc,
+/// A 3-node group whose sidecars dump into `dir`, where the load
+/// generators also run and write their latency files. The group stops
+/// (fields drop in order) before the directory goes.
+struct Lab {
+    cluster: Cluster,
+    dir: Scratch,
 }
 
-/// Three servers and three sidecars; everything stops on drop.
-struct Group {
-    nodes: Vec<Node>,
-    dir: PathBuf,
+/// The numbers in a latency file (a load generator's or a dump), one per
+/// line, each a positive count of ns; `None` if there is no such file.
+fn ns_lines(path: &Path) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let parse = |l: &str| l.parse().ok().filter(|&ns: &u64| ns > 0);
+    Some(
+        text.lines()
+            .map(|l| {
+                parse(l).unwrap_or_else(|| {
+                    panic!("{}: {l:?} is not a positive ns count", path.display())
+                })
+            })
+            .collect(),
+    )
 }
 
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.nodes.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Lab {
+    fn start(kind: Kind, fabric: &str) -> Lab {
+        let dir = Scratch(temp_dir(&format!("experiments-{}", kind.name())));
+        let dumps = dir.0.display().to_string();
+        let cluster = Cluster::start(kind, 3, fabric, &["--dump-dir", &dumps]);
+        Lab { cluster, dir }
     }
-}
 
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let code = r.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, r.split_once("\r\n\r\n")?.1.to_string()))
-}
+    /// Key size 8, `value_size`, and node `i`'s client address: the
+    /// arguments every workload takes.
+    fn target(&self, value_size: &str, i: usize) -> Vec<String> {
+        let port = self.cluster.nodes[i].listen.port().to_string();
+        ["8", value_size, "127.0.0.1", &port]
+            .map(String::from)
+            .to_vec()
+    }
 
-impl Group {
-    fn start(kind: Kind, fabric: &str) -> Group {
-        let (server, package) = match kind {
-            Kind::Redis => ("redis-server", "redis-server"),
-            Kind::Memcached => ("memcached", "memcached"),
-        };
-        let server = find_program(server, package).unwrap_or_else(|e| panic!("{e}"));
-        let sidecar = sidecar_program().unwrap_or_else(|e| panic!("{e}"));
-        let dir = std::env::temp_dir().join(format!(
-            "mu-experiments-{}-{}",
-            kind.name(),
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let n = 3u8;
-        let addrs = || (0..n).map(|_| free_addr().to_string()).collect::<Vec<_>>();
-        let (peers, forward) = (addrs().join(","), addrs().join(","));
-        let group = format!("exp-{}-{}", kind.name(), std::process::id());
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            let backend = free_addr();
-            let port = backend.port().to_string();
-            let mut cmd = Command::new(&server);
-            match kind {
-                Kind::Redis => cmd.args(["--port", &port, "--bind", "127.0.0.1"]).args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]),
-                Kind::Memcached => {
-                    cmd.args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
-                }
-            };
-            let backend_proc = Proc(cmd.stdout(Stdio::null()).spawn().unwrap());
-            wait_for(
-                Duration::from_secs(10),
-                || TcpStream::connect(backend).ok(),
-                || format!("{} did not listen on {backend}", server.display()),
-            );
-            let (listen, http) = (free_addr(), free_addr());
-            let log = dir.join(format!("sidecar-{id}.log"));
-            let out = std::fs::File::create(&log).unwrap();
-            let child = Command::new(&sidecar)
-                .args(["--id", &id.to_string(), "--nodes", &n.to_string()])
-                .args(["--backend-kind", kind.name()])
-                .args(["--backend", &backend.to_string()])
-                .args(["--listen", &listen.to_string()])
-                .args(["--http", &http.to_string()])
-                .args(["--fabric", fabric, "--peers", &peers])
-                .args(["--forward-peers", &forward, "--group", &group])
-                .args(["--shm-dir", &dir.display().to_string()])
-                .args(["--dump-dir", &dir.display().to_string()])
-                .env("RUST_LOG", "info")
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap();
-            nodes.push(Node {
-                id,
-                listen,
-                http,
-                log,
-                sidecar: Proc(child),
-                _backend: backend_proc,
-            });
+    /// `mu-load <workload>` against node `i` with 30-byte values.
+    fn load(&self, workload: &str, i: usize, extra: &[&str]) -> Run {
+        self.load_values(workload, "30", i, extra)
+    }
+
+    /// `mu-load <workload>` against node `i`, its latencies written to a
+    /// file of the lab's.
+    fn load_values(&self, workload: &str, value_size: &str, i: usize, extra: &[&str]) -> Run {
+        let out = self.dir.0.join("latencies.txt");
+        let mut args = vec![workload.to_string()];
+        args.extend(self.target(value_size, i));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--out".to_string(), out.display().to_string()]);
+        self.run(Path::new(MU_LOAD), &args, &out)
+    }
+
+    /// Runs `program args` in the lab's directory and reads the latency
+    /// file `out` it writes.
+    fn run(&self, program: &Path, args: &[String], out: &Path) -> Run {
+        let _ = std::fs::remove_file(out);
+        let o = Command::new(program)
+            .args(args)
+            .current_dir(&self.dir.0)
+            .output()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", program.display()));
+        Run {
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            out: o,
+            latencies: ns_lines(out).unwrap_or_default(),
         }
-        let g = Group { nodes, dir };
-        for node in &g.nodes {
-            wait_for(
-                Duration::from_secs(30),
-                || matches!(http_get(node.http, "/readyz"), Some((200, _))).then_some(()),
-                || format!("node {} not ready:\n{}", node.id, g.log(node)),
-            );
-        }
-        g
-    }
-
-    fn log(&self, node: &Node) -> String {
-        std::fs::read_to_string(&node.log).unwrap_or_default()
-    }
-
-    /// The index of the node every node agrees leads.
-    fn leader(&self) -> usize {
-        wait_for(
-            Duration::from_secs(10),
-            || {
-                let mut seen = None;
-                for n in &self.nodes {
-                    let (_, body) = http_get(n.http, "/status")?;
-                    let s: serde_json::Value = serde_json::from_str(&body).ok()?;
-                    let l = s["leader"].as_u64()?;
-                    if seen.is_some_and(|x| x != l) {
-                        return None;
-                    }
-                    seen = Some(l);
-                }
-                Some(seen? as usize - 1)
-            },
-            || "the nodes did not agree on a leader".into(),
-        )
     }
 
     /// Sends SIGUSR1 to node `i`'s sidecar and reads the dump it writes.
     fn dump(&self, i: usize) -> Vec<u64> {
-        let node = &self.nodes[i];
-        let path = self.dir.join(format!("dump-{}.txt", node.id));
+        let node = &self.cluster.nodes[i];
+        let path = self.dir.0.join(format!("dump-{}.txt", node.id));
         let _ = std::fs::remove_file(&path);
-        let status = Command::new("kill")
-            .args(["-USR1", &node.sidecar.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -USR1 failed");
+        node.proc.signal("USR1");
         // The sidecar renames a complete file into place.
-        let text = wait_for(
+        wait_explained(
             Duration::from_secs(10),
-            || std::fs::read_to_string(&path).ok(),
-            || format!("no {} after SIGUSR1:\n{}", path.display(), self.log(node)),
-        );
-        text.lines()
-            .map(|l| {
-                l.parse()
-                    .unwrap_or_else(|_| panic!("{}: {l:?} is not ns", path.display()))
-            })
-            .collect()
+            || ns_lines(&path),
+            || {
+                format!(
+                    "no {} after SIGUSR1:\n{}",
+                    path.display(),
+                    self.cluster.logs()
+                )
+            },
+        )
     }
 }
 
@@ -302,33 +151,8 @@ impl Run {
     }
 }
 
-/// Runs `program args` in `cwd` and reads the latency file `out`.
-fn load(program: &str, args: &[String], cwd: &Path, out: &Path) -> Run {
-    let _ = std::fs::remove_file(out);
-    let o = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    let latencies = std::fs::read_to_string(out)
-        .map(|t| {
-            t.lines()
-                .map(|l| {
-                    l.parse()
-                        .unwrap_or_else(|_| panic!("{}: {l:?} is not ns", out.display()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Run {
-        out: o,
-        stdout,
-        latencies,
-    }
-}
-
-/// Checks a successful run of `n` timed requests; returns the writes it
+/// Checks a successful run of `n` timed requests (each with a positive
+/// latency, as the latency file's reading checks); returns the writes it
 /// made (preload included).
 fn check(name: &str, run: &Run, n: Option<u64>) -> u64 {
     assert!(
@@ -352,112 +176,73 @@ fn check(name: &str, run: &Run, n: Option<u64>) -> u64 {
         ok,
         "{name}: one line per request"
     );
-    assert!(
-        run.latencies.iter().all(|&ns| ns > 0),
-        "{name}: zero latency"
-    );
     run.figure("writes ok ")
 }
 
-fn experiment(kind: Kind, fabric: &str) {
-    let g = Group::start(kind, fabric);
-    let leader = g.leader();
-    let (follower, idle) = ((leader + 1) % 3, (leader + 2) % 3);
-    let load_bin = env!("CARGO_BIN_EXE_mu-load");
-    let port = |i: usize| g.nodes[i].listen.port().to_string();
-    let args = |w: &str, i: usize, extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = vec![w.into(), "8".into(), "30".into(), "127.0.0.1".into()];
-        v.push(port(i));
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let out = g.dir.join("latencies.txt");
-    let out_s = out.display().to_string();
+/// Every workload through the leader, the artifact's command name, and
+/// puts through a follower: the writes made through the leader and
+/// through the follower.
+fn workloads(lab: &Lab, leader: usize, follower: usize) -> (u64, u64) {
+    let k = lab.cluster.kind.name();
     let mut leader_writes = 0;
-    let k = kind.name();
 
     let w = format!("{k}-puts-only");
-    let r = load(
-        load_bin,
-        &args(
-            &w,
-            leader,
-            &["--requests", "200", "--outstanding", "4", "--out", &out_s],
-        ),
-        &g.dir,
-        &out,
-    );
+    let r = lab.load(&w, leader, &["--requests", "200", "--outstanding", "4"]);
     let writes = check(&w, &r, Some(200));
     assert_eq!(writes, 200, "{}", r.stdout);
     leader_writes += writes;
 
     // Time-limited; the preload stores every key, so every read hits.
     let w = format!("{k}-gets-only");
-    let r = load(
-        load_bin,
-        &args(
-            &w,
-            leader,
-            &["--duration", "0.3", "--keys", "50", "--out", &out_s],
-        ),
-        &g.dir,
-        &out,
-    );
+    let r = lab.load(&w, leader, &["--duration", "0.3", "--keys", "50"]);
     let writes = check(&w, &r, None);
     assert_eq!(writes, 50, "{}", r.stdout);
     assert_eq!(r.figure("gets: "), r.latencies.len() as u64, "{}", r.stdout);
     leader_writes += writes;
 
     let w = format!("{k}-puts-gets");
-    let r = load(
-        load_bin,
-        &args(
-            &w,
-            leader,
-            &["--requests", "100", "--keys", "50", "--out", &out_s],
-        ),
-        &g.dir,
-        &out,
-    );
+    let r = lab.load(&w, leader, &["--requests", "100", "--keys", "50"]);
     let writes = check(&w, &r, Some(100));
     assert_eq!(writes, 50 + 50, "{}", r.stdout);
     assert_eq!(r.figure("gets: "), 50, "{}", r.stdout);
     leader_writes += writes;
 
     // The artifact's command name, with its default latency file.
-    let alias = Path::new(load_bin).with_file_name(format!("{k}-puts-only"));
-    let mut a = args("", leader, &["--requests", "20"]);
-    a.remove(0);
-    let default_out = g.dir.join(format!("{k}-cli.txt"));
-    let r = load(alias.to_str().unwrap(), &a, &g.dir, &default_out);
+    let alias = Path::new(MU_LOAD).with_file_name(format!("{k}-puts-only"));
+    let mut args = lab.target("30", leader);
+    args.extend(["--requests".to_string(), "20".to_string()]);
+    let r = lab.run(&alias, &args, &lab.dir.0.join(format!("{k}-cli.txt")));
     leader_writes += check(&format!("{k}-puts-only (alias)"), &r, Some(20));
 
     // Writes through a follower are forwarded to the leader and recorded
     // on the follower.
-    let r = load(
-        load_bin,
-        &args(
-            &format!("{k}-puts-only"),
-            follower,
-            &["--requests", "30", "--out", &out_s],
-        ),
-        &g.dir,
-        &out,
-    );
+    let r = lab.load(&format!("{k}-puts-only"), follower, &["--requests", "30"]);
     let follower_writes = check("puts through a follower", &r, Some(30));
+    (leader_writes, follower_writes)
+}
 
-    let dump = g.dump(leader);
+/// The dumps after [`workloads`] made `leader_writes` and
+/// `follower_writes`: one sample per write made through each node, then
+/// only what came after the previous dump.
+fn check_dumps(
+    lab: &Lab,
+    [leader, follower, idle]: [usize; 3],
+    leader_writes: u64,
+    follower_writes: u64,
+) {
+    let dump = lab.dump(leader);
     assert_eq!(
         dump.len() as u64,
         leader_writes,
         "the leader's dump has one sample per write made through it"
     );
-    assert!(dump.iter().all(|&ns| ns > 0));
-    let o = Command::new(load_bin)
-        .args([
-            "stats",
-            &format!("{}/dump-{}.txt", g.dir.display(), leader + 1),
-        ])
+    let file = lab
+        .dir
+        .0
+        .join(format!("dump-{}.txt", lab.cluster.nodes[leader].id));
+    let o = Command::new(MU_LOAD)
+        .arg("stats")
+        .arg(&file)
         .output()
         .unwrap();
     let line = String::from_utf8_lossy(&o.stdout);
@@ -465,54 +250,45 @@ fn experiment(kind: Kind, fabric: &str) {
         o.status.success() && line.contains(&format!(": {leader_writes} samples, mean ")),
         "{line}"
     );
-    assert_eq!(g.dump(follower).len() as u64, follower_writes);
+    assert_eq!(lab.dump(follower).len() as u64, follower_writes);
     assert_eq!(
-        g.dump(idle).len(),
+        lab.dump(idle).len(),
         0,
         "no client wrote through node {}",
         idle + 1
     );
     // A dump holds what came after the previous one.
-    assert_eq!(g.dump(leader).len(), 0);
-    let r = load(
-        load_bin,
-        &args(
-            &format!("{k}-puts-only"),
-            leader,
-            &["--requests", "10", "--out", &out_s],
-        ),
-        &g.dir,
-        &out,
-    );
+    assert_eq!(lab.dump(leader).len(), 0);
+    let k = lab.cluster.kind.name();
+    let r = lab.load(&format!("{k}-puts-only"), leader, &["--requests", "10"]);
     check("puts after a dump", &r, Some(10));
-    assert_eq!(g.dump(leader).len(), 10);
-    for n in &g.nodes {
-        let log = g.log(n);
+    assert_eq!(lab.dump(leader).len(), 10);
+    for n in &lab.cluster.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
         assert!(
             log.contains("wrote the replication latency dump"),
             "node {}:\n{log}",
             n.id
         );
     }
+}
+
+fn experiment(kind: Kind, fabric: &str) {
+    let lab = Lab::start(kind, fabric);
+    let leader = lab.cluster.wait_leader(&[0, 1, 2], Duration::from_secs(10));
+    let (follower, idle) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (leader_writes, follower_writes) = workloads(&lab, leader, follower);
+    check_dumps(
+        &lab,
+        [leader, follower, idle],
+        leader_writes,
+        follower_writes,
+    );
 
     // A write the sidecar refuses (over --max-entry, 512 KiB by default)
     // is an error in the summary and the exit status, never a success.
-    let r = load(
-        load_bin,
-        &[
-            format!("{k}-puts-only"),
-            "8".into(),
-            "600000".into(),
-            "127.0.0.1".into(),
-            port(leader),
-            "--requests".into(),
-            "3".into(),
-            "--out".into(),
-            out_s.clone(),
-        ],
-        &g.dir,
-        &out,
-    );
+    let w = format!("{}-puts-only", kind.name());
+    let r = lab.load_values(&w, "600000", leader, &["--requests", "3"]);
     assert!(!r.out.status.success(), "{}", r.stdout);
     assert_eq!(r.figure("errors "), 3, "{}", r.stdout);
     assert_eq!(r.figure(": ok "), 0, "{}", r.stdout);
@@ -544,7 +320,15 @@ fn a_missing_server_or_sidecar_is_named_with_how_to_get_it() {
     );
     assert!(find_program("redis-server", "redis-server").is_ok());
     assert!(find_program("memcached", "memcached").is_ok());
-    assert!(sidecar_program().is_ok(), "{:?}", sidecar_program());
+    let sidecar = sidecar_program(&["--dump-dir"]);
+    assert!(sidecar.is_ok(), "{sidecar:?}");
+    // A binary without a flag the test passes is older than its sources.
+    let e = sidecar_program(&["--dump-dir", "--no-such-flag=1"]).unwrap_err();
+    assert!(
+        e.contains("does not know --no-such-flag: it is older than its sources")
+            && e.contains("cargo build -p mu-sidecar"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -552,7 +336,7 @@ fn a_load_generator_without_a_server_fails_clearly() {
     // A port nothing listens on: bound, then closed.
     let port = free_addr().port().to_string();
     for w in ["redis-puts-only", "memcached-gets-only"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_mu-load"))
+        let o = Command::new(MU_LOAD)
             .args([w, "8", "30", "127.0.0.1", &port, "--requests", "1"])
             .output()
             .unwrap();
@@ -565,7 +349,7 @@ fn a_load_generator_without_a_server_fails_clearly() {
         );
     }
     // Arguments that cannot work are refused before connecting.
-    let o = Command::new(env!("CARGO_BIN_EXE_mu-load"))
+    let o = Command::new(MU_LOAD)
         .args(["redis-puts-only", "2", "30", "127.0.0.1", &port])
         .args(["--keys", "1000"])
         .output()

@@ -11,7 +11,7 @@ use mu_protocols::memcached::{McReply, McReplyDecoder};
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,23 +65,77 @@ pub fn wait_explained<T>(
     }
 }
 
-fn which(program: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join(program);
-        if p.exists() {
-            return p;
-        }
+/// An installed program: on `PATH` or in the usual system directories;
+/// otherwise a message naming the Debian package that provides it.
+pub fn find_program(program: &str, package: &str) -> Result<PathBuf, String> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"])
+        .map(|d| PathBuf::from(d).join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{program} is not installed: run `sudo apt-get install -y {package}` \
+                 (scripts/install-deps.sh installs everything the tests need)"
+            )
+        })
+}
+
+/// The path of an installed program, or a panic naming the Debian package
+/// that provides it.
+pub fn tool(program: &str, package: &str) -> PathBuf {
+    find_program(program, package).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `mu-sidecar` binary, checked to know every `--flag` in `args`.
+///
+/// mu-sidecar's own tests run the binary cargo built for them. Other
+/// crates' tests include this file too (`examples/tests/experiments.rs`);
+/// they find the `mu-sidecar` of their target directory, which `cargo
+/// test -p <their crate>` does not build (`cargo test --workspace` does),
+/// so a missing one, or one older than a flag the test passes, is named
+/// with how to build it rather than tested.
+pub fn sidecar_program<S: AsRef<str>>(args: &[S]) -> Result<PathBuf, String> {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_mu-sidecar") {
+        return Ok(PathBuf::from(p));
     }
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
-        let p = PathBuf::from(dir).join(program);
-        if p.exists() {
-            return p;
-        }
+    let build = "build it with `cargo build -p mu-sidecar` (`cargo test --workspace` builds it)";
+    // The test runs as <target>/<profile>/deps/<test>-<hash>; the
+    // workspace's binaries are in <target>/<profile>.
+    let exe = std::env::current_exe().map_err(|e| format!("the test's own path: {e}"))?;
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("mu-sidecar"))
+        .ok_or_else(|| format!("no target directory above {}", exe.display()))?;
+    if !p.is_file() {
+        return Err(format!("{} not found: {build}", p.display()));
     }
-    panic!(
-        "{program} is not installed: run `sudo apt-get install -y {package}` \
-         (scripts/install-deps.sh installs everything the tests need)"
-    );
+    let help = Command::new(&p)
+        .arg("--help")
+        .output()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    let known: Vec<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    let flags = args
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|a| a.starts_with("--"));
+    match flags
+        .map(|a| a.split('=').next().unwrap_or(a))
+        .find(|f| !known.contains(f))
+    {
+        Some(f) => Err(format!(
+            "{} does not know {f}: it is older than its sources: {build}",
+            p.display()
+        )),
+        None => Ok(p),
+    }
 }
 
 /// A child process killed on drop.
@@ -138,6 +192,17 @@ pub enum Kind {
     Memcached,
 }
 
+impl Kind {
+    /// The name `--backend-kind` takes, which the load generators' workload
+    /// names start with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis",
+            Kind::Memcached => "memcached",
+        }
+    }
+}
+
 /// Starts a backend on a free port and waits until it answers.
 pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
     let addr = free_addr();
@@ -148,7 +213,7 @@ pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
 pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
     let port = addr.port().to_string();
     let child = match kind {
-        Kind::Redis => Command::new(which("redis-server", "redis-server"))
+        Kind::Redis => Command::new(tool("redis-server", "redis-server"))
             .args([
                 "--port",
                 &port,
@@ -161,7 +226,7 @@ pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
             ])
             .stdout(Stdio::null())
             .spawn(),
-        Kind::Memcached => Command::new(which("memcached", "memcached"))
+        Kind::Memcached => Command::new(tool("memcached", "memcached"))
             .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
             .stdout(Stdio::null())
             .spawn(),
@@ -236,10 +301,7 @@ impl Cluster {
                 "--nodes".into(),
                 n.to_string(),
                 "--backend-kind".into(),
-                match kind {
-                    Kind::Redis => "redis".into(),
-                    Kind::Memcached => "memcached".into(),
-                },
+                kind.name().into(),
                 "--backend".into(),
                 backend.to_string(),
                 "--listen".into(),
@@ -398,7 +460,8 @@ pub fn spawn_sidecar(args: &[String], log: &PathBuf, id: u8) -> Proc {
         .append(true)
         .open(log)
         .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_mu-sidecar"))
+    let program = sidecar_program(args).unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(program)
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(out.try_clone().expect("log file"))
@@ -604,12 +667,6 @@ pub fn redis_snapshot(addr: SocketAddr) -> Vec<(u32, String, String, Vec<String>
     }
     all.sort();
     all
-}
-
-/// The path of an installed program, or a panic naming the Debian package
-/// that provides it.
-pub fn tool(program: &str, package: &str) -> PathBuf {
-    which(program, package)
 }
 
 /// Runs `cmd` to completion with `stdin`, waiting at most `limit`; panics
