@@ -129,6 +129,9 @@ impl Digests {
         let mut s = self.lock();
         s.last = s.last.max(index);
         s.whole = false;
+        // The ranges digested so far describe the data the copy replaced.
+        let keep = s.done.split_off(&(self.range_of(index) + 1));
+        s.done = keep;
         s.reported.clear();
         self.diverged.store(false, Ordering::Release);
     }
@@ -389,6 +392,14 @@ mod tests {
         let done = t.complete_from(0, 10);
         assert_eq!(done.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2]);
         assert_eq!(done[0], d_range(2));
+        // Ranges digested before a transfer described the replaced data.
+        let r = Digests::new(4);
+        for i in 1..=9 {
+            r.fold(i, Some(&ok()));
+        }
+        assert_eq!(r.complete_from(0, 10).len(), 2);
+        r.transferred(12);
+        assert!(r.complete_from(0, 10).is_empty());
     }
 
     fn d_range(r: u64) -> (u64, u64) {

@@ -124,8 +124,12 @@ fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
         || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
     );
     for i in ALL {
-        let found = metric(&c, i, "mu_sidecar_divergence_total").unwrap_or(0.0);
-        assert!(found >= 1.0, "node {} did not count the divergence", i + 1);
+        // Each node counts it at its own next comparison.
+        wait_explained(
+            LIMIT,
+            || (metric(&c, i, "mu_sidecar_divergence_total")? >= 1.0).then_some(()),
+            || format!("node {} did not count the divergence\n{}", i + 1, c.logs()),
+        );
         if i != odd {
             assert_eq!(metric(&c, i, "mu_sidecar_diverged"), Some(0.0));
             assert_eq!(http_get(c.nodes[i].http, "/readyz").unwrap().0, 200);
