@@ -14,10 +14,7 @@
 
 mod common;
 
-use common::{
-    free_addr, redis_snapshot, spawn_sidecar, start_backend, temp_dir, text, Cluster, Kind, Node,
-    RespClient,
-};
+use common::{redis_snapshot, text, Cluster, Kind, RespClient};
 use std::time::Duration;
 
 /// Guest figures are 10–40× a real NIC's and the guest's virtual CPUs are
@@ -40,71 +37,20 @@ fn three_sidecars_replicate_over_rdma() {
          (and RDMA_VM_GID_INDEX)"
     );
     let gid = std::env::var("RDMA_VM_GID_INDEX").unwrap_or_else(|_| "1".into());
-    let n = 3u8;
-    let dir = temp_dir("rdma");
-    let join = |v: &[std::net::SocketAddr]| {
-        v.iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let peers: Vec<_> = (0..n).map(|_| free_addr()).collect();
-    let forward: Vec<_> = (0..n).map(|_| free_addr()).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=n {
-        let (backend_proc, backend) = start_backend(Kind::Redis);
-        let (listen, http) = (free_addr(), free_addr());
-        let args: Vec<String> = [
-            "--id",
-            &id.to_string(),
-            "--nodes",
-            &n.to_string(),
-            "--backend-kind",
-            "redis",
-            "--backend",
-            &backend.to_string(),
-            "--listen",
-            &listen.to_string(),
-            "--http",
-            &http.to_string(),
-            "--fabric",
-            "rdma",
-            "--rdma-device",
-            &devs[usize::from(id - 1) % devs.len()],
-            "--rdma-gid-index",
-            &gid,
-            "--peers",
-            &join(&peers),
-            "--forward-peers",
-            &join(&forward),
-            "--heartbeat-us",
-            HEARTBEAT_US,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let log = dir.join(format!("sidecar-{id}.log"));
-        let proc = spawn_sidecar(&args, &log, id);
-        nodes.push(Node {
-            id,
-            proc,
-            listen,
-            http,
-            backend,
-            backend_proc,
-            args,
-            log,
-        });
-    }
-    let c = Cluster {
-        kind: Kind::Redis,
-        nodes,
-        dir,
-    };
+    let c = Cluster::start_with(
+        Kind::Redis,
+        3,
+        "rdma",
+        &["--rdma-gid-index", &gid, "--heartbeat-us", HEARTBEAT_US],
+        |id| {
+            vec![
+                "--rdma-device".into(),
+                devs[usize::from(id - 1) % devs.len()].clone(),
+            ]
+        },
+        LIMIT,
+    );
     let all = [0, 1, 2];
-    for i in all {
-        c.wait_ready(i, LIMIT);
-    }
     let leader = c.wait_leader(&all, LIMIT);
     // A write through a follower (forwarded to the leader) and one through
     // the leader; both read back through every node.

@@ -286,6 +286,26 @@ impl Cluster {
     /// Starts `n` backends and sidecars over `fabric` (`tcp` or `shm`),
     /// with extra sidecar flags, and waits until every node is ready.
     pub fn start(kind: Kind, n: u8, fabric: &str, extra: &[&str]) -> Cluster {
+        Cluster::start_with(
+            kind,
+            n,
+            fabric,
+            extra,
+            |_| Vec::new(),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// [`Cluster::start`] with flags per node (`per_node(id)`, 1-based) and
+    /// a limit for every node to become ready.
+    pub fn start_with(
+        kind: Kind,
+        n: u8,
+        fabric: &str,
+        extra: &[&str],
+        per_node: impl Fn(u8) -> Vec<String>,
+        ready: Duration,
+    ) -> Cluster {
         let dir = temp_dir(fabric);
         let peers: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let forward: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
@@ -320,6 +340,7 @@ impl Cluster {
                 dir.display().to_string(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(per_node(id));
             let log = dir.join(format!("sidecar-{id}.log"));
             let proc = spawn_sidecar(&args, &log, id);
             nodes.push(Node {
@@ -335,7 +356,7 @@ impl Cluster {
         }
         let c = Cluster { kind, nodes, dir };
         for i in 0..c.nodes.len() {
-            c.wait_ready(i, Duration::from_secs(30));
+            c.wait_ready(i, ready);
         }
         c
     }
