@@ -96,3 +96,29 @@ fn grants_slower_than_the_permission_timeout_still_count() {
         }
     }
 }
+
+/// A ring floor above every follower's cursor: during a stall storm a
+/// leader's detector called both its followers dead, so it left them both
+/// out of recycling and raised its ring floor to its own apply position,
+/// above where either follower had applied. A follower that rejoined was
+/// told it was behind that floor, the leader then crashed, and the survivor
+/// standing for election found the rejoined member's floor above its own
+/// cursor: both were lapped, the restarted leader was rejoining, nobody
+/// could lead and nobody could serve a state transfer, although the
+/// survivors' rings held every decided entry. Fixed by keeping enough
+/// followers for a majority in recycling, dead or not (without a majority
+/// the leader commits nothing anyway).
+///
+/// 1. seed 20514 (3 nodes, 19,584-byte ring) and seed 21054 (3 nodes,
+///    53,312-byte ring) with production timing and stall storms;
+/// 2. the usual faults run, then everything heals;
+/// 3. a leader must commit fresh proposals within the bound.
+#[test]
+fn a_leader_keeps_its_ring_floor_below_a_majority_of_followers() {
+    for seed in [20514, 21054] {
+        let o = Options::from_seed(seed, None).flapping();
+        if let Err(f) = run(&o) {
+            panic!("seed {seed}: {f}");
+        }
+    }
+}

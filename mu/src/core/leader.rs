@@ -341,16 +341,41 @@ impl Core {
     /// considers dead is left out of recycling and stops receiving entries.
     /// If it returns it rejoins from its apply position while the ring
     /// still holds it, or needs a state transfer.
+    ///
+    /// Enough followers for a majority stay in, dead or not (the most
+    /// advanced ones): the ring floor then never rises above the apply
+    /// position of every follower. A leader that left them all out raised its floor to
+    /// its own apply position; when it then died, every survivor was
+    /// behind that floor (told so on rejoining, or through a member's
+    /// floor when standing for election), none could lead and none could
+    /// serve a state transfer, although their rings held every decided
+    /// entry. Without a majority the leader commits nothing anyway, so
+    /// holding its tail costs no progress.
     fn exclude_dead_followers(&mut self) {
+        let n = self.n;
         let alive: [bool; MAX_NODES] =
-            std::array::from_fn(|p| p < self.n && self.detector.alive(NodeId(p as u8)));
+            std::array::from_fn(|p| p < n && self.detector.alive(NodeId(p as u8)));
         let now = self.now;
         let me = self.id.idx();
         let l = self.ldr();
-        for (p, f) in l.followers.iter_mut().enumerate() {
-            if p == me || alive[p] || f.excluded || f.phase == Phase::Lapped {
-                continue;
+        let holds = |f: &Follower| !f.excluded && f.phase != Phase::Lapped;
+        let mut included = (0..n)
+            .filter(|&p| p != me && holds(&l.followers[p]))
+            .count();
+        let mut dead = [0usize; MAX_NODES];
+        let mut count = 0;
+        for p in (0..n).filter(|&p| p != me && !alive[p] && holds(&l.followers[p])) {
+            dead[count] = p;
+            count += 1;
+        }
+        // The furthest behind first: leaving them out frees the most space.
+        dead[..count].sort_unstable_by_key(|&p| l.followers[p].known_apply_pos);
+        for &p in &dead[..count] {
+            if included < majority(n) {
+                break;
             }
+            included -= 1;
+            let f = &mut l.followers[p];
             f.excluded = true;
             if matches!(f.phase, Phase::Confirmed | Phase::Joining) {
                 f.phase = Phase::Absent;

@@ -105,6 +105,8 @@ pub struct Checker {
     pub next: Vec<u64>,
     /// Highest min proposal seen per replica (per incarnation).
     pub min_proposal: Vec<u64>,
+    /// Highest proposal number any leader started with.
+    pub leader_proposal: u64,
 }
 
 impl Checker {
@@ -115,6 +117,7 @@ impl Checker {
             proposed: BTreeMap::new(),
             next: vec![1; n],
             min_proposal: vec![0; n],
+            leader_proposal: 0,
         }
     }
 
@@ -170,7 +173,24 @@ impl Checker {
     }
 
     /// Every decided entry a leader holds must be the decided one.
-    pub fn leader_log(&self, node: NodeId, log: &[(u64, u64)]) -> Result<(), Violation> {
+    ///
+    /// Only for a leader whose proposal is above every earlier leader's.
+    /// A candidate that finished its prepare, was then overtaken by a
+    /// higher proposal whose leader decided more, and only afterwards
+    /// became leader holds what its prepare read, as a Paxos proposer of a
+    /// lower ballot does; the members that promised the higher proposal
+    /// revoked it, so none of its writes can land or count (a write that
+    /// did would show as a foreign write or a disagreement).
+    pub fn leader_log(
+        &mut self,
+        node: NodeId,
+        proposal: u64,
+        log: &[(u64, u64)],
+    ) -> Result<(), Violation> {
+        if proposal < self.leader_proposal {
+            return Ok(());
+        }
+        self.leader_proposal = proposal;
         for &(index, hash) in log {
             if let Some(h) = self.decided_hash(index) {
                 if h != hash {

@@ -394,7 +394,8 @@ impl Sim {
         }
         if role == RoleKind::Leader && node.role != RoleKind::Leader {
             self.report.leader_terms += 1;
-            self.checker.leader_log(id, &core.inspect().log)?;
+            let proposal = core.status().proposal;
+            self.checker.leader_log(id, proposal, &core.inspect().log)?;
         }
         node.role = role;
         let min = node.ep.memory().read_u64(layout::MIN_PROPOSAL);
