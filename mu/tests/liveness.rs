@@ -76,8 +76,9 @@ fn a_joining_follower_applied_prefix_counts_toward_the_commit() {
 /// as on a loaded host where the peers' loops are descheduled for
 /// milliseconds. A candidate that counted only an ack of its latest request
 /// number re-asked with a fresh number before any ack arrived, so no ack
-/// ever matched and it stayed a candidate for good; acks of any number of
-/// the same candidacy now count.
+/// ever matched and it stayed a candidate for good. Only the latest
+/// request's ack counts (see the flapping safety test below), so each
+/// re-request waits twice as long as the one before, up to 16 timeouts.
 ///
 /// 1. every link takes 12–16 µs one way, the permission timeout is 20 µs;
 /// 2. the usual faults run, then everything heals;
@@ -116,6 +117,42 @@ fn grants_slower_than_the_permission_timeout_still_count() {
 #[test]
 fn a_leader_keeps_its_ring_floor_below_a_majority_of_followers() {
     for seed in [20514, 21054] {
+        let o = Options::from_seed(seed, None).flapping();
+        if let Err(f) = run(&o) {
+            panic!("seed {seed}: {f}");
+        }
+    }
+}
+
+/// Two safety breaks of the flapping sweep, both older than their finding.
+///
+/// Seed 11588 (4 nodes), min proposal 449 -> 448 on replica 1: candidate 0
+/// re-sent its permission request to replica 1 after the permission
+/// timeout, but replica 1 acked the first one and candidate 0, counting an
+/// ack of any request of its candidacy, read replica 1's min proposal. The
+/// second request was delayed on the link. Replica 1 then stood itself
+/// (revoking 0) and promised 449; the late request landed and replica 1
+/// granted 0 again, whose promise of 448, chosen from the stale read,
+/// overwrote 449. The same hole lets a deposed leader's writes count after
+/// a member promised a newer candidate. Fixed by counting only an ack of
+/// the latest request (candidate and leader join), so no request of the
+/// attempt is still in flight once a member counts.
+///
+/// Seed 26855 (3 nodes), agreement at index 673: replica 2 got a state
+/// transfer to index 672 (nothing of its ring before that point is
+/// readable), leader 0 then decided 673 with replica 2 and crashed.
+/// Candidate 1, having applied only 670, read replica 2's log from its own
+/// cursor: no chain linked there, so it saw none of replica 2's entries,
+/// took 671 and 672 from its own log and proposed a new value at 673.
+/// Fixed: a member whose readable chain ends before its own applied index
+/// sends the candidate to a state transfer instead.
+///
+/// 1. both seeds with production timing and stall storms;
+/// 2. the usual faults run, with every invariant checked after each step;
+/// 3. everything heals and a fresh proposal commits within the bound.
+#[test]
+fn a_candidate_counts_only_continuous_grants_and_fully_read_members() {
+    for seed in [11588, 26855] {
         let o = Options::from_seed(seed, None).flapping();
         if let Err(f) = run(&o) {
             panic!("seed {seed}: {f}");

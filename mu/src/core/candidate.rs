@@ -4,9 +4,12 @@
 //!    fresh request number into each peer's request slot.
 //! 2. Each peer that grants (revoking its previous holder first) acks the
 //!    number. Peers that have not granted are asked again after the
-//!    permission timeout with a fresh number; an ack of any number of this
-//!    candidacy counts, so grants slower than the timeout are not lost. Grants from rejoining replicas do not count: they may have
-//!    forgotten values they accepted before their restart.
+//!    permission timeout with a fresh number, each wait twice the one
+//!    before (capped), so grants slower than the timeout still arrive. Only
+//!    an ack of the latest number counts: with an earlier one acked, the
+//!    latest could still land after the peer revoked this candidate and
+//!    grant it again. Grants from rejoining replicas do not count: they may
+//!    have forgotten values they accepted before their restart.
 //! 3. With a majority (itself included), the candidate reads each
 //!    grantor's log header (min proposal) and status (apply position).
 //! 4. It picks a proposal number above every min proposal it saw and
@@ -36,11 +39,12 @@ use applier::Pending;
 pub(super) struct Candidate {
     /// The latest request number sent to each peer.
     requests: [u64; MAX_NODES],
-    /// The first request number of this candidacy sent to each peer: an
-    /// ack of any number from it on is a grant to this candidacy (numbers
-    /// only grow), so an ack that arrives after a re-request still counts.
+    /// The first request number of this candidacy sent to each peer.
     first_requests: [u64; MAX_NODES],
     requested_at: u64,
+    /// Requests re-sent so far: each wait doubles (capped), so grants
+    /// slower than the permission timeout still complete a round trip.
+    retries: u32,
     prepare: Option<Prepare>,
 }
 
@@ -109,6 +113,7 @@ impl Core {
             requests,
             first_requests: requests,
             requested_at: self.now,
+            retries: 0,
             prepare: None,
         }));
     }
@@ -148,22 +153,30 @@ impl Core {
             if p == me || c.requests[p] == 0 {
                 continue;
             }
+            // Only an ack of the latest request counts: with an older one
+            // acked, the latest may still be in flight, and a peer that
+            // revokes this candidate later (it grants another or stands
+            // itself) would grant it again when that request lands. The
+            // candidate's promise and the old log it read would then pass
+            // as one continuous grant (flapping seed 11588).
             let ack = mem.read_u64(layout::slot(layout::ACKS, NodeId(p as u8)));
-            if ack >= c.first_requests[p] && ack & ACK_RECOVERING == 0 {
+            if ack == c.requests[p] {
                 *member = true;
                 count += 1;
             }
         }
         if count >= majority(n) {
             self.start_prepare(members, mem);
-        } else if now >= c.requested_at + permission_timeout {
+        } else if now >= c.requested_at + (permission_timeout << c.retries.min(MAX_RETRY_SHIFT)) {
             for p in self.peers().collect::<Peers>() {
                 if !members[p.idx()] {
                     let r = self.send_request(p, mem);
                     self.cand().requests[p.idx()] = r;
                 }
             }
-            self.cand().requested_at = now;
+            let c = self.cand();
+            c.requested_at = now;
+            c.retries += 1;
         }
     }
 
@@ -488,6 +501,7 @@ impl Core {
             requests,
             first_requests,
             requested_at,
+            retries,
             prepare,
         } = *c;
         let Some(prep) = prepare else {
@@ -505,6 +519,22 @@ impl Core {
             .max()
             .unwrap_or(0);
         if floor > self.applier.apply_pos {
+            return self.set_lapped();
+        }
+        // A member that applied past what its chain showed from this
+        // candidate's cursor (a state transfer left no entries before its
+        // own apply position) may hold accepted entries behind that point
+        // which the read never reached, a decided one among them (flapping
+        // seed 26855): this candidate cannot lead without a state transfer.
+        let base = self.applier.applied;
+        let unread = (0..self.n).any(|q| {
+            let log = &prep.peers[q];
+            members[q]
+                && q != self.id.idx()
+                && base + (log.entries.len() as u64) < log.status.applied
+        });
+        if unread {
+            self.applier.reset();
             return self.set_lapped();
         }
         let mut leader = Leader::new(proposal, self.cfg.max_payload);
@@ -533,6 +563,7 @@ impl Core {
             f.request = requests[q.idx()];
             f.first_request = first_requests[q.idx()];
             f.requested_at = requested_at;
+            f.retries = retries;
             f.phase = Phase::Requested;
         }
         self.role = Role::Leader(Box::new(leader));

@@ -40,10 +40,11 @@ pub(super) struct Follower {
     pub epoch: u32,
     /// The latest request number sent to it.
     pub request: u64,
-    /// The first request number of the current attempt: an ack of any
-    /// number from it on is a grant to this leader.
+    /// The first request number of the current attempt.
     pub first_request: u64,
     pub requested_at: u64,
+    /// Requests re-sent in the current attempt (see `Candidate::retries`).
+    pub retries: u32,
     /// Absolute position up to which writes were posted.
     pub sent_pos: u64,
     /// Highest index known to be in the follower's log.
@@ -433,18 +434,24 @@ impl Core {
                     f.request = r;
                     f.first_request = r;
                     f.requested_at = now;
+                    f.retries = 0;
                 }
                 Phase::Requested => {
                     let ack = mem.read_u64(layout::slot(layout::ACKS, q));
-                    if ack & !ACK_RECOVERING >= f.first_request {
+                    // Only the latest request's ack counts (see
+                    // `candidate_tick`): an earlier one leaves a request in
+                    // flight that could grant this leader again after the
+                    // follower revoked it.
+                    if ack & !ACK_RECOVERING == f.request {
                         self.start_join(q);
-                    } else if now >= f.requested_at + timeout && alive {
-                        // Ask again; a late ack of the earlier number
-                        // still counts.
+                    } else if now >= f.requested_at + (timeout << f.retries.min(MAX_RETRY_SHIFT))
+                        && alive
+                    {
                         let r = self.send_request(q, mem);
                         let f = &mut self.ldr().followers[q.idx()];
                         f.request = r;
                         f.requested_at = now;
+                        f.retries += 1;
                     }
                 }
                 _ => {}

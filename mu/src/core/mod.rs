@@ -57,6 +57,11 @@ use std::collections::VecDeque;
 const ACK_RECOVERING: u64 = 1 << 63;
 /// Low bits of a request number that hold the requester's id.
 const REQUEST_ID_BITS: u32 = 6;
+/// A re-sent permission request waits the permission timeout shifted by the
+/// number of earlier re-sends, at most by this much (16 timeouts). Only an
+/// ack of the latest request counts, so the wait must outgrow a slow grant's
+/// round trip.
+const MAX_RETRY_SHIFT: u32 = 4;
 /// Status record flag: rejoining, not yet caught up.
 const FLAG_RECOVERING: u64 = 1;
 /// Status record flag: behind the ring, needs a state transfer.
