@@ -426,6 +426,19 @@ fn trader_follows_a_paused_leader_and_every_acknowledged_order_is_applied_once()
     );
 }
 
+/// Sends `line` to server `at` and returns its answer; a `RETRY` (a
+/// leader change under way, e.g. on a loaded machine) is sent again, which
+/// the sequence number makes safe, for up to 30 s.
+fn answer(s: &mut Session, at: usize, line: &str) -> Result<Reply, String> {
+    for _ in 0..30_000 {
+        match s.request(at, line) {
+            Ok(Reply::Retry(_)) => std::thread::sleep(Duration::from_millis(1)),
+            other => return other,
+        }
+    }
+    Err(format!("{line}: RETRY for 30 s"))
+}
+
 fn ok(reply: Result<Reply, String>) -> (u8, u64, AckResult) {
     match reply {
         Ok(Reply::Ok(a)) => (a.node, a.index, a.result),
@@ -449,20 +462,20 @@ fn followers_redirect_resends_apply_once_and_bad_requests_get_clear_errors() {
 
     // A follower names the leader and its order address.
     assert_eq!(
-        s.request(1, "LIMIT 5 1 sell 10 100"),
+        answer(&mut s, 1, "LIMIT 5 1 sell 10 100"),
         Ok(Reply::NotLeader {
             leader: Some((1, cluster.addrs[0]))
         })
     );
     // The follower did not replicate it: the leader places it now, and a
     // resend gets the same answer without a second order.
-    let first = ok(s.request(0, "LIMIT 5 1 sell 10 100"));
+    let first = ok(answer(&mut s, 0, "LIMIT 5 1 sell 10 100"));
     let AckResult::Placed(p) = &first.2 else {
         panic!("{first:?}")
     };
     assert_eq!((p.id, p.resting), (OrderId(1), 10));
-    assert_eq!(ok(s.request(0, "LIMIT 5 1 sell 10 100")), first);
-    let taker = ok(s.request(0, "LIMIT 6 1 buy 4 100"));
+    assert_eq!(ok(answer(&mut s, 0, "LIMIT 5 1 sell 10 100")), first);
+    let taker = ok(answer(&mut s, 0, "LIMIT 6 1 buy 4 100"));
     let AckResult::Placed(t) = &taker.2 else {
         panic!("{taker:?}")
     };
@@ -475,7 +488,7 @@ fn followers_redirect_resends_apply_once_and_bad_requests_get_clear_errors() {
         }]
     );
     assert_eq!(
-        ok(s.request(0, "CANCEL 5 2 1")).2,
+        ok(answer(&mut s, 0, "CANCEL 5 2 1")).2,
         AckResult::Cancelled {
             order: OrderId(1),
             quantity: 6
@@ -486,35 +499,44 @@ fn followers_redirect_resends_apply_once_and_bad_requests_get_clear_errors() {
         other => panic!("expected REJECTED, got {other:?}"),
     };
     assert_eq!(
-        rejected(s.request(0, "CANCEL 5 3 1")),
+        rejected(answer(&mut s, 0, "CANCEL 5 3 1")),
         "order 1 is already cancelled"
     );
-    assert_eq!(rejected(s.request(0, "CANCEL 5 4 99")), "unknown order 99");
     assert_eq!(
-        rejected(s.request(0, "CANCEL 6 2 2")),
+        rejected(answer(&mut s, 0, "CANCEL 5 4 99")),
+        "unknown order 99"
+    );
+    assert_eq!(
+        rejected(answer(&mut s, 0, "CANCEL 6 2 2")),
         "order 2 is already filled"
     );
-    let AckResult::Placed(m) = ok(s.request(0, "MARKET 6 3 buy 5")).2 else {
+    let AckResult::Placed(m) = ok(answer(&mut s, 0, "MARKET 6 3 buy 5")).2 else {
         panic!("market order not placed")
     };
     assert_eq!((m.id, m.filled, m.expired), (OrderId(3), 0, 5));
     err(
-        s.request(0, "LIMIT 5 1 sell 10 100"),
+        answer(&mut s, 0, "LIMIT 5 1 sell 10 100"),
         "stale sequence number 1: client 5 is at 4",
     );
 
     // Bad requests change nothing and say what is wrong.
-    err(s.request(0, "HELLO"), "unknown request \"HELLO\"");
-    err(s.request(2, "LIMIT 5 9 buy 0 100"), "bad quantity 0");
-    err(s.request(0, "LIMIT 5 9 buy 1 100 7"), "unexpected \"7\"");
-    err(s.request(0, "CANCEL 5 9 x"), "order id \"x\" is not");
+    err(answer(&mut s, 0, "HELLO"), "unknown request \"HELLO\"");
+    err(answer(&mut s, 2, "LIMIT 5 9 buy 0 100"), "bad quantity 0");
     err(
-        s.request(0, &format!("LIMIT 5 9 buy 1 {}", "9".repeat(200))),
+        answer(&mut s, 0, "LIMIT 5 9 buy 1 100 7"),
+        "unexpected \"7\"",
+    );
+    err(answer(&mut s, 0, "CANCEL 5 9 x"), "order id \"x\" is not");
+    err(
+        answer(&mut s, 0, &format!("LIMIT 5 9 buy 1 {}", "9".repeat(200))),
         "line longer than 128 bytes",
     );
     // The server closed that connection; the session opens a new one.
-    assert!(s.request(0, "STATUS").is_err());
-    assert!(matches!(s.request(0, "STATUS"), Ok(Reply::Status { .. })));
+    assert!(answer(&mut s, 0, "STATUS").is_err());
+    assert!(matches!(
+        answer(&mut s, 0, "STATUS"),
+        Ok(Reply::Status { .. })
+    ));
 
     let dumps = cluster.converged_dumps(&mut s, 0);
     assert!(dumps.iter().all(|d| *d == dumps[0]), "{dumps:#?}");
