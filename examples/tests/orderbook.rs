@@ -15,6 +15,10 @@
 //! Every wait polls an observable condition (a server's answer, a
 //! process's exit) against a deadline.
 
+#[path = "../../proxy/tests/common/mod.rs"]
+mod common;
+
+use common::{wait_explained, wait_for};
 use mu::node::{FabricKind, NodeOptions};
 use mu_examples::orderbook::book::{Fill, OrderId};
 use mu_examples::orderbook::client::Session;
@@ -25,7 +29,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Any wait for the group (start-up, convergence, exit).
 const LIMIT: Duration = Duration::from_secs(60);
@@ -84,9 +88,9 @@ impl Proc {
 
     /// Waits for the process to exit; its success.
     fn wait_exit(&mut self, what: &str) -> bool {
-        let status = poll(what, LIMIT, || self.child.try_wait().ok().flatten());
+        let status = wait_for(LIMIT, what, || self.child.try_wait().ok().flatten());
         // The readers see the end of the pipes right after the exit.
-        poll("the output is read", LIMIT, || {
+        wait_for(LIMIT, "the output is read", || {
             (Arc::strong_count(&self.stdout) == 1 && Arc::strong_count(&self.stderr) == 1)
                 .then_some(())
         });
@@ -130,18 +134,6 @@ fn join(addrs: &[SocketAddr]) -> String {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Polls `check` every 2 ms until it gives a value; panics after `limit`.
-fn poll<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(t) = check() {
-            return t;
-        }
-        assert!(Instant::now() < end, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 impl Cluster {
@@ -199,29 +191,27 @@ impl Cluster {
 
     /// Waits until every server answers and all follow server 1.
     fn wait_serving(&self, s: &mut Session) {
-        let end = Instant::now() + LIMIT;
-        loop {
-            let st: Vec<_> = (0..3).map(|i| s.request(i, "STATUS")).collect();
-            let ready = st.iter().enumerate().all(|(i, r)| {
-                matches!(r, Ok(Reply::Status { role, leader: Some(1), .. })
-                    if (i == 0) == (role == "Leader"))
-            });
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "the group did not settle on leader 1: {st:?}\n{}",
-                self.outputs()
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let mut last = Vec::new();
+        wait_explained(
+            LIMIT,
+            || {
+                last = (0..3).map(|i| s.request(i, "STATUS")).collect();
+                last.iter()
+                    .enumerate()
+                    .all(|(i, r)| {
+                        matches!(r, Ok(Reply::Status { role, leader: Some(1), .. })
+                            if (i == 0) == (role == "Leader"))
+                    })
+                    .then_some(())
+            },
+            || format!("the group did not settle on leader 1\n{}", self.outputs()),
+        );
     }
 
     /// Waits until all servers applied the same index, at least `index`,
     /// and returns their `DUMP`s with the header's node id removed.
     fn converged_dumps(&self, s: &mut Session, index: u64) -> Vec<String> {
-        poll("every replica applies the same log", LIMIT, || {
+        wait_for(LIMIT, "every replica applies the same log", || {
             let d: Vec<_> = (0..3).map(|i| s.request(i, "DIGEST")).collect();
             let applied: Vec<u64> = d
                 .iter()
@@ -345,7 +335,7 @@ fn trader_follows_a_paused_leader_and_every_acknowledged_order_is_applied_once()
             .arg("--check-replicas"),
     );
     // Pause the leader in the middle of the trading.
-    poll("the trader's orders are applied", LIMIT, || {
+    wait_for(LIMIT, "the trader's orders are applied", || {
         match s.request(0, "STATUS") {
             Ok(Reply::Status { applied, .. }) if applied >= 300 => Some(()),
             _ => None,
@@ -432,7 +422,8 @@ fn trader_follows_a_paused_leader_and_every_acknowledged_order_is_applied_once()
 fn answer(s: &mut Session, at: usize, line: &str) -> Result<Reply, String> {
     for _ in 0..30_000 {
         match s.request(at, line) {
-            Ok(Reply::Retry(_)) => std::thread::sleep(Duration::from_millis(1)),
+            // The round trip paces the resends.
+            Ok(Reply::Retry(_)) => {}
             other => return other,
         }
     }
