@@ -242,6 +242,22 @@ impl Core {
         }
     }
 
+    /// A prepare operation on member `q` failed: it is no longer a member;
+    /// the candidate steps down below a majority, else decides with the
+    /// others.
+    fn lose_member(&mut self, q: NodeId, mem: &mut dyn Memory) {
+        let n = self.n;
+        if let Role::Candidate(c) = &mut self.role {
+            if let Some(p) = &mut c.prepare {
+                p.members[q.idx()] = false;
+                if p.members.iter().filter(|m| **m).count() < majority(n) {
+                    return self.step_down();
+                }
+            }
+        }
+        self.maybe_decide(mem);
+    }
+
     pub(super) fn on_prepare_read(
         &mut self,
         q: NodeId,
@@ -249,7 +265,6 @@ impl Core {
         result: Result<(), OpError>,
         mem: &mut dyn Memory,
     ) {
-        let n = self.n;
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
@@ -260,13 +275,7 @@ impl Core {
             return;
         }
         if result.is_err() {
-            p.members[q.idx()] = false;
-            if p.members.iter().filter(|m| **m).count() < majority(n) {
-                self.step_down();
-            } else {
-                self.maybe_decide(mem);
-            }
-            return;
+            return self.lose_member(q, mem);
         }
         if !last {
             return;
@@ -349,7 +358,6 @@ impl Core {
         result: Result<(), OpError>,
         mem: &mut dyn Memory,
     ) {
-        let n = self.n;
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
@@ -360,13 +368,9 @@ impl Core {
             return;
         }
         if result.is_err() {
-            p.members[q.idx()] = false;
-            if p.members.iter().filter(|m| **m).count() < majority(n) {
-                return self.step_down();
-            }
-        } else {
-            p.peers[q.idx()].promised = true;
+            return self.lose_member(q, mem);
         }
+        p.peers[q.idx()].promised = true;
         self.maybe_decide(mem);
     }
 
