@@ -72,6 +72,8 @@ struct Folding {
     done: BTreeMap<u64, u64>,
     /// (range, peer) pairs already reported.
     reported: HashSet<(u64, u8)>,
+    /// Scratch for a reply's canonical bytes (no allocation per fold).
+    buf: BytesMut,
 }
 
 impl Digests {
@@ -99,8 +101,10 @@ impl Digests {
     /// Folds the reply of one payload of the entry at `index` (an entry
     /// may hold several; they come in order). Entries come in log order.
     pub fn fold(&self, index: u64, applied: Option<&Applied>) {
-        let bytes = canonical(applied);
         let mut s = self.lock();
+        let mut buf = std::mem::take(&mut s.buf);
+        buf.clear();
+        canonical(applied, &mut buf);
         let r = self.range_of(index);
         if r != s.range {
             // Close the open range: complete when every entry of it, up to
@@ -119,8 +123,9 @@ impl Digests {
             // A gap: the entries in between came through a transfer.
             s.whole = false;
         }
-        s.digest = xxh3_64_with_seed(&bytes, s.digest ^ index);
+        s.digest = xxh3_64_with_seed(&buf, s.digest ^ index);
         s.last = index;
+        s.buf = buf;
     }
 
     /// Entries up to `index` are in the backend through a state transfer:
@@ -169,15 +174,14 @@ impl Digests {
 }
 
 /// The bytes of a reply that every replica's backend gives alike.
-fn canonical(applied: Option<&Applied>) -> Vec<u8> {
-    let mut out = BytesMut::new();
+fn canonical(applied: Option<&Applied>, out: &mut BytesMut) {
     match applied {
         None => out.extend_from_slice(b"-"),
         Some(Applied::Barrier) => out.extend_from_slice(b"B"),
         Some(Applied::NotApplied(_)) => out.extend_from_slice(b"X"),
         Some(Applied::Redis(f)) => {
             out.extend_from_slice(b"R");
-            f.encode(&mut out);
+            f.encode(out);
         }
         Some(Applied::Memcached(None)) => out.extend_from_slice(b"M"),
         Some(Applied::Memcached(Some(r))) => {
@@ -193,14 +197,13 @@ fn canonical(applied: Option<&Applied>) -> Vec<u8> {
                     for v in values {
                         let mut v = v.clone();
                         v.cas = None;
-                        McReply::Values(vec![v]).encode(&mut out);
+                        McReply::Values(vec![v]).encode(out);
                     }
                 }
-                other => other.encode(&mut out),
+                other => other.encode(out),
             }
         }
     }
-    out.to_vec()
 }
 
 fn meta_name(s: MetaStatus) -> &'static [u8] {
@@ -410,6 +413,12 @@ mod tests {
         d.complete_from(r, 1)[0]
     }
 
+    fn canon(applied: Option<&Applied>) -> BytesMut {
+        let mut out = BytesMut::new();
+        canonical(applied, &mut out);
+        out
+    }
+
     #[test]
     fn memcached_replies_drop_per_server_parts() {
         use bytes::Bytes;
@@ -425,8 +434,8 @@ mod tests {
             })))
         };
         assert_eq!(
-            canonical(Some(&meta(&["c12", "t30"]))),
-            canonical(Some(&meta(&["c99", "t29"])))
+            canon(Some(&meta(&["c12", "t30"]))),
+            canon(Some(&meta(&["c99", "t29"])))
         );
         let value = |cas| {
             Applied::Memcached(Some(McReply::Values(vec![Value {
@@ -436,10 +445,10 @@ mod tests {
                 cas: Some(cas),
             }])))
         };
-        assert_eq!(canonical(Some(&value(1))), canonical(Some(&value(2))));
+        assert_eq!(canon(Some(&value(1))), canon(Some(&value(2))));
         assert_ne!(
-            canonical(Some(&Applied::Memcached(Some(McReply::Stored)))),
-            canonical(Some(&Applied::Memcached(Some(McReply::NotStored))))
+            canon(Some(&Applied::Memcached(Some(McReply::Stored)))),
+            canon(Some(&Applied::Memcached(Some(McReply::NotStored))))
         );
     }
 }
