@@ -113,6 +113,15 @@ pub struct NodeOptions {
         arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 20)
     )]
     pub idle_sleep_us: u64,
+    /// Idle driver iterations before a nap (when `--idle-sleep-us` is not
+    /// 0). A proposal wakes a napping driver at once, so few spins suit a
+    /// shared machine: spinning replicas take the cores their
+    /// applications and peers need.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_IDLE_SPINS", default_value_t = 10)
+    )]
+    pub idle_spins: u32,
     /// rdma: the device (`ibv_devices` lists them); default: the first.
     #[cfg_attr(feature = "cli", arg(long, env = "MU_RDMA_DEVICE"))]
     pub rdma_device: Option<String>,
@@ -139,6 +148,7 @@ impl NodeOptions {
             ring_mib: 4,
             heartbeat_us: 1_000,
             idle_sleep_us: 20,
+            idle_spins: 10,
             rdma_device: None,
             rdma_gid_index: 1,
         }
@@ -170,6 +180,7 @@ impl NodeOptions {
             ("MU_SHM_DIR", self.shm_dir.display().to_string()),
             ("MU_RING_MIB", self.ring_mib.to_string()),
             ("MU_IDLE_SLEEP_US", self.idle_sleep_us.to_string()),
+            ("MU_IDLE_SPINS", self.idle_spins.to_string()),
             ("MU_HEARTBEAT_US", self.heartbeat_us.to_string()),
             ("MU_RDMA_GID_INDEX", self.rdma_gid_index.to_string()),
         ]
@@ -197,7 +208,7 @@ pub fn start(
     let layout = Layout::new(cfg.ring_capacity, cfg.max_payload, usize::from(opts.nodes));
     let options = DriverOptions {
         idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
-        idle_spins: 200,
+        idle_spins: opts.idle_spins,
     };
     match opts.resolved_fabric() {
         FabricKind::Tcp | FabricKind::Auto => {

@@ -4,7 +4,8 @@
 //! core, tick the core, hand it queued proposals, execute its actions, and
 //! pass committed entries to the application in log order. Nothing on this
 //! loop blocks; with `idle_sleep` set the thread naps only after a run of
-//! empty iterations (useful when replicas share cores, e.g. in tests).
+//! empty iterations (useful when replicas share cores, e.g. in tests), and
+//! a proposal wakes it from the nap at once.
 
 use crate::config::Config;
 use crate::core::{Core, SnapshotPoint, Status};
@@ -37,7 +38,8 @@ pub struct Committed {
 #[derive(Clone, Copy, Debug)]
 pub struct DriverOptions {
     /// Nap this long after `idle_spins` idle iterations; `None` spins
-    /// forever (lowest latency, one core per replica).
+    /// forever (lowest latency, one core per replica). A proposal ends a
+    /// nap at once; the fabric's traffic waits for the nap's end.
     pub idle_sleep: Option<Duration>,
     /// Idle iterations before a nap.
     pub idle_spins: u32,
@@ -85,6 +87,42 @@ struct Shared {
     stop: AtomicBool,
     paused: AtomicBool,
     install: Mutex<Option<SnapshotPoint>>,
+    /// Where the driver naps; a proposal wakes it.
+    doze: Doze,
+}
+
+/// A nap that another thread can end early.
+#[derive(Debug, Default)]
+struct Doze {
+    /// Set while the sleeper naps (or is about to).
+    napping: AtomicBool,
+    /// The sleeping thread, set once by that thread.
+    sleeper: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Doze {
+    /// Naps for up to `nap` unless `work_waiting` says there is something
+    /// to do; returns at once when [`Doze::wake`] is called meanwhile.
+    /// Called by one thread only.
+    fn nap(&self, nap: Duration, work_waiting: impl FnOnce() -> bool) {
+        let _ = self.sleeper.set(std::thread::current());
+        self.napping.store(true, Ordering::SeqCst);
+        // After the flag: work queued before this check is seen here, work
+        // queued after it sees the flag and wakes the sleeper.
+        if !work_waiting() {
+            std::thread::park_timeout(nap);
+        }
+        self.napping.store(false, Ordering::SeqCst);
+    }
+
+    /// Ends the sleeper's nap, if it naps; call after queueing its work.
+    fn wake(&self) {
+        if self.napping.load(Ordering::SeqCst) {
+            if let Some(t) = self.sleeper.get() {
+                t.unpark();
+            }
+        }
+    }
 }
 
 /// A running replica: its driver thread and the handle to talk to it.
@@ -118,6 +156,7 @@ impl Replica {
             stop: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             install: Mutex::new(None),
+            doze: Doze::default(),
         });
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
@@ -168,6 +207,7 @@ impl Replica {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back((payload, reply));
+        self.shared.doze.wake();
     }
 
     /// The latest status published by the driver thread.
@@ -204,7 +244,8 @@ impl Replica {
     }
 
     fn halt(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.doze.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -349,7 +390,14 @@ fn run<F: Fabric>(
         idle = if busy { 0 } else { idle + 1 };
         if let Some(nap) = options.idle_sleep {
             if idle >= options.idle_spins {
-                std::thread::sleep(nap);
+                shared.doze.nap(nap, || {
+                    shared.stop.load(Ordering::SeqCst)
+                        || !shared
+                            .requests
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .is_empty()
+                });
             }
         }
     }
@@ -364,5 +412,43 @@ fn run<F: Fabric>(
         .collect();
     for (_, reply) in queued {
         reply.send(Err(ProposeError::Unknown));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A nap far longer than the test ends as soon as work is queued and
+    /// the sleeper woken, whenever that happens relative to the nap.
+    #[test]
+    fn wake_ends_a_nap_for_queued_work() {
+        let doze = Arc::new(Doze::default());
+        let work = Arc::new(Mutex::new(0u32));
+        let (done_tx, done_rx) = mpsc::channel();
+        let (d, w) = (doze.clone(), work.clone());
+        let sleeper = std::thread::Builder::new()
+            .name("doze-test".into())
+            .spawn(move || {
+                let mut seen = 0;
+                while seen < 100 {
+                    d.nap(Duration::from_secs(3600), || *w.lock().unwrap() > seen);
+                    let now = *w.lock().unwrap();
+                    if now > seen {
+                        seen = now;
+                        let _ = done_tx.send(seen);
+                    }
+                }
+            })
+            .expect("spawns");
+        for i in 1..=100 {
+            *work.lock().unwrap() = i;
+            doze.wake();
+            let got = done_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the sleeper woke for the queued work");
+            assert_eq!(got, i);
+        }
+        sleeper.join().expect("the sleeper ends");
     }
 }
