@@ -114,11 +114,16 @@ pub async fn run(opts: Options) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())??;
     let replica = Arc::new(replica);
+    let pending = Arc::new(Pending::new());
     let shared = Arc::new(Shared {
         forward: Forwarder::new(opts.id, peer_addrs, &opts.mu.secret, opts.max_entry),
-        proposer: proposer::Proposer::start(replica.clone(), opts.max_entry as usize),
+        proposer: proposer::Proposer::start(
+            replica.clone(),
+            opts.max_entry as usize,
+            pending.clone(),
+        ),
         replica,
-        pending: Pending::new(),
+        pending,
         metrics: Metrics::new(opts.id),
         backend: BackendHealth::default(),
         stopping: AtomicBool::new(false),

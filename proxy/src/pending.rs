@@ -28,10 +28,27 @@ pub enum Applied {
     NotApplied(String),
 }
 
+/// How a local write ended, as its waiter learns it: one wake-up per
+/// write, whether it was applied or its proposal failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Applied by this node's applier (so committed).
+    Applied(Applied),
+    /// The local replica refused or lost the proposal.
+    Failed(mu::ProposeError),
+}
+
+#[derive(Debug)]
+struct Waiter {
+    tx: oneshot::Sender<Settled>,
+    /// Set (without waking anyone) once the local replica committed it.
+    committed: bool,
+}
+
 /// The waiters of one sidecar process.
 #[derive(Debug)]
 pub struct Pending {
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
     next: AtomicU64,
 }
 
@@ -53,18 +70,54 @@ impl Pending {
     }
 
     /// A fresh tag and the receiver its outcome will arrive on.
-    pub fn register(&self) -> (u64, oneshot::Receiver<Applied>) {
+    pub fn register(&self) -> (u64, oneshot::Receiver<Settled>) {
         let tag = self.next.fetch_add(1, Ordering::Relaxed);
+        (tag, self.wait_again(tag))
+    }
+
+    /// A new receiver for `tag` (after a failed proposal of it is proposed
+    /// again, or to go on waiting for a write of unknown fate).
+    pub fn wait_again(&self, tag: u64) -> oneshot::Receiver<Settled> {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(tag, tx);
-        (tag, rx)
+        self.lock().insert(
+            tag,
+            Waiter {
+                tx,
+                committed: false,
+            },
+        );
+        rx
     }
 
     /// Hands `applied` to the waiter of `tag`, if it still waits.
     pub fn complete(&self, tag: u64, applied: Applied) {
-        if let Some(tx) = self.lock().remove(&tag) {
-            let _ = tx.send(applied);
+        if let Some(w) = self.lock().remove(&tag) {
+            let _ = w.tx.send(Settled::Applied(applied));
         }
+    }
+
+    /// Tells the waiter of `tag` that its proposal failed.
+    pub fn fail(&self, tag: u64, error: mu::ProposeError) {
+        if let Some(w) = self.lock().remove(&tag) {
+            let _ = w.tx.send(Settled::Failed(error));
+        }
+    }
+
+    /// Notes that the local replica committed `tag`'s proposal; the
+    /// waiter is not woken (the applier will complete it).
+    pub fn mark_committed(&self, tags: impl IntoIterator<Item = u64>) {
+        let mut w = self.lock();
+        for tag in tags {
+            if let Some(w) = w.get_mut(&tag) {
+                w.committed = true;
+            }
+        }
+    }
+
+    /// True once the local replica committed `tag`'s proposal (and the
+    /// waiter still waits for the applier).
+    pub fn committed(&self, tag: u64) -> bool {
+        self.lock().get(&tag).is_some_and(|w| w.committed)
     }
 
     /// Forgets the waiter of `tag` (its client gave up).
@@ -82,7 +135,7 @@ impl Pending {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Applied>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -6,14 +6,41 @@
 //! one write per follower instead of one per request. A lone proposal goes
 //! as it is, so an idle group pays nothing for batching. Proposals keep
 //! their arrival order, inside a batch and across batches.
+//!
+//! A local client's write is not woken when it commits: the applier's
+//! reply is what it waits for, so a commit only marks it in [`Pending`]
+//! and a failure settles it there. Writes forwarded by a follower get
+//! their outcome on a channel, to relay it.
 
 use crate::payload::{self, MEMBER_OVERHEAD};
+use crate::pending::Pending;
 use mu::{ProposeError, Replica};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 type Outcome = Result<u64, ProposeError>;
-type Item = (Vec<u8>, oneshot::Sender<Outcome>);
+type Item = (Vec<u8>, Done);
+
+/// Where a proposal's outcome goes.
+#[derive(Debug)]
+enum Done {
+    /// A forwarded write: the outcome is relayed to its sidecar.
+    Relay(oneshot::Sender<Outcome>),
+    /// A local write, by its tag in [`Pending`].
+    Local(u64),
+}
+
+impl Done {
+    fn settle(self, pending: &Pending, outcome: &Outcome) {
+        match (self, outcome) {
+            (Done::Relay(tx), _) => {
+                let _ = tx.send(outcome.clone());
+            }
+            (Done::Local(tag), Ok(_)) => pending.mark_committed([tag]),
+            (Done::Local(tag), Err(e)) => pending.fail(tag, e.clone()),
+        }
+    }
+}
 
 /// The batching front of a replica.
 #[derive(Debug, Clone)]
@@ -23,10 +50,11 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task (on the current tokio runtime); batches
-    /// stay within `max` bytes, the replica's largest payload.
-    pub fn start(replica: Arc<Replica>, max: usize) -> Proposer {
+    /// stay within `max` bytes, the replica's largest payload. Local
+    /// writes are settled in `pending`.
+    pub fn start(replica: Arc<Replica>, max: usize, pending: Arc<Pending>) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(replica, rx, max));
+        tokio::spawn(run(replica, rx, max, pending));
         Proposer { tx }
     }
 
@@ -34,12 +62,24 @@ impl Proposer {
     /// once committed), or is dropped if the sidecar is stopping.
     pub fn submit(&self, payload: Vec<u8>) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send((payload, tx));
+        let _ = self.tx.send((payload, Done::Relay(tx)));
         rx
+    }
+
+    /// Proposes a local write registered in [`Pending`] under `tag`: a
+    /// commit marks it there, a failure settles it there. Returns false if
+    /// the sidecar is stopping (nothing was proposed).
+    pub fn submit_local(&self, payload: Vec<u8>, tag: u64) -> bool {
+        self.tx.send((payload, Done::Local(tag))).is_ok()
     }
 }
 
-async fn run(replica: Arc<Replica>, mut rx: mpsc::UnboundedReceiver<Item>, max: usize) {
+async fn run(
+    replica: Arc<Replica>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    max: usize,
+    pending: Arc<Pending>,
+) {
     let mut carry: Option<Item> = None;
     loop {
         let first = match carry.take() {
@@ -60,18 +100,17 @@ async fn run(replica: Arc<Replica>, mut rx: mpsc::UnboundedReceiver<Item>, max: 
             size = grown;
             batch.push(next);
         }
+        let pending = pending.clone();
         if batch.len() == 1 {
             let (p, done) = batch.pop().expect("one item");
-            replica.submit(p, move |r| {
-                let _ = done.send(r);
-            });
+            replica.submit(p, move |r| done.settle(&pending, &r));
             continue;
         }
         let packed = payload::encode_batch(batch.iter().map(|(p, _)| &p[..]));
-        let waiters: Vec<oneshot::Sender<Outcome>> = batch.into_iter().map(|(_, w)| w).collect();
+        let waiters: Vec<Done> = batch.into_iter().map(|(_, w)| w).collect();
         replica.submit(packed, move |r| {
             for w in waiters {
-                let _ = w.send(r.clone());
+                w.settle(&pending, &r);
             }
         });
     }

@@ -14,7 +14,7 @@
 
 use crate::forward::ForwardError;
 use crate::payload::{self, Header, Kind};
-use crate::pending::Applied;
+use crate::pending::{Applied, Settled};
 use crate::state::Shared;
 use mu::{NodeId, ProposeError};
 use std::sync::atomic::Ordering;
@@ -76,13 +76,16 @@ impl WriteError {
 /// One write of a run, from registration to its reply.
 struct Write {
     tag: u64,
-    reply: Option<oneshot::Receiver<Applied>>,
+    /// Its waiter in [`crate::pending::Pending`]; `None` once settled.
+    reply: Option<oneshot::Receiver<Settled>>,
     payload: Vec<u8>,
 }
 
 /// How one attempt to propose ended.
 enum Attempt {
-    /// Committed at this index.
+    /// Applied locally: the write's outcome.
+    Applied(Result<Applied, WriteError>),
+    /// Committed; the local applier has yet to apply it.
     Committed,
     /// Definitely not committed; may be retried.
     Retry(String, Option<NodeId>),
@@ -93,7 +96,10 @@ enum Attempt {
 }
 
 enum Started {
-    Waiting(oneshot::Receiver<Result<u64, ProposeError>>, bool),
+    /// Forwarded to the leader's sidecar, which sends the outcome.
+    Forwarded(oneshot::Receiver<Result<u64, ProposeError>>),
+    /// Proposed to the local replica: settled in `Pending`.
+    Local,
     Done(Attempt),
 }
 
@@ -142,11 +148,11 @@ pub async fn run(
         let target = hint.or_else(|| shared.status().and_then(|s| s.leader));
         let mut started_attempts = Vec::with_capacity(todo.len());
         for &i in &todo {
-            started_attempts.push(start(shared, target, &writes[i].payload).await);
+            started_attempts.push(start(shared, target, writes[i].tag, &writes[i].payload).await);
         }
         let mut attempts = Vec::with_capacity(todo.len());
-        for s in started_attempts {
-            attempts.push(finish(s, deadline).await);
+        for (s, &i) in started_attempts.into_iter().zip(&todo) {
+            attempts.push(finish(shared, s, &mut writes[i], deadline).await);
         }
         let first_retry = attempts
             .iter()
@@ -161,6 +167,7 @@ pub async fn run(
         for (k, a) in attempts.into_iter().enumerate() {
             let i = todo[k];
             match a {
+                Attempt::Applied(r) => results[i] = Some(r),
                 Attempt::Committed => {
                     results[i] = Some(await_apply(shared, &mut writes[i], None, deadline).await)
                 }
@@ -170,6 +177,10 @@ pub async fn run(
                 }
                 Attempt::Fail(e) => results[i] = Some(Err(e)),
                 Attempt::Retry(why, leader) if suffix_retry => {
+                    if writes[i].reply.is_none() {
+                        // Settled as failed: wait again for the retry.
+                        writes[i].reply = Some(shared.pending.wait_again(writes[i].tag));
+                    }
                     last_reason = why;
                     new_hint = new_hint.or(leader);
                     next.push(i);
@@ -237,13 +248,13 @@ pub async fn run(
 
 /// Hands the payload to the leader (or, when this node leads or no leader
 /// is known, to the local replica, which says who leads).
-async fn start(shared: &Shared, target: Option<NodeId>, payload: &[u8]) -> Started {
+async fn start(shared: &Shared, target: Option<NodeId>, tag: u64, payload: &[u8]) -> Started {
     let me = NodeId(shared.opts.id - 1);
     match target {
         Some(t) if t != me => match shared.forward.send(t, payload).await {
             Ok(rx) => {
                 shared.metrics.forwarded.with_label_values(&["sent"]).inc();
-                Started::Waiting(rx, true)
+                Started::Forwarded(rx)
             }
             Err(ForwardError::NotSent(why)) => {
                 shared
@@ -254,23 +265,65 @@ async fn start(shared: &Shared, target: Option<NodeId>, payload: &[u8]) -> Start
                 Started::Done(Attempt::Retry(why, None))
             }
         },
-        _ => Started::Waiting(shared.proposer.submit(payload.to_vec()), false),
+        _ => {
+            if shared.proposer.submit_local(payload.to_vec(), tag) {
+                Started::Local
+            } else {
+                Started::Done(Attempt::Retry("this sidecar is stopping".into(), None))
+            }
+        }
     }
 }
 
-async fn finish(s: Started, deadline: Instant) -> Attempt {
-    let (rx, forwarded) = match s {
+async fn finish(shared: &Shared, s: Started, w: &mut Write, deadline: Instant) -> Attempt {
+    let rx = match s {
         Started::Done(a) => return a,
-        Started::Waiting(rx, f) => (rx, f),
+        Started::Local => return finish_local(shared, w, deadline).await,
+        Started::Forwarded(rx) => rx,
     };
     let outcome = match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(_)) if forwarded => {
+        Ok(Err(_)) => {
             return Attempt::Uncertain("the leader's sidecar went away after receiving it".into())
         }
-        Ok(Err(_)) => return Attempt::Uncertain("the replica stopped".into()),
         Err(_) => return Attempt::Uncertain("no outcome before the write deadline".into()),
     };
+    classify(outcome)
+}
+
+/// Waits for a locally proposed write: one wake-up, when the applier
+/// applied it or the proposal failed.
+async fn finish_local(shared: &Shared, w: &mut Write, deadline: Instant) -> Attempt {
+    let Some(rx) = w.reply.as_mut() else {
+        return Attempt::Uncertain("awaited twice".into());
+    };
+    let settled = tokio::time::timeout_at(deadline, rx).await;
+    match settled {
+        Ok(Ok(Settled::Applied(a))) => {
+            w.reply = None;
+            Attempt::Applied(match a {
+                Applied::NotApplied(why) => Err(WriteError::NotApplied(why)),
+                a => Ok(a),
+            })
+        }
+        Ok(Ok(Settled::Failed(ProposeError::Unknown))) => {
+            // It may still commit (through another leader): go on waiting.
+            w.reply = Some(shared.pending.wait_again(w.tag));
+            Attempt::Uncertain("the replica stopped".into())
+        }
+        Ok(Ok(Settled::Failed(e))) => {
+            w.reply = None;
+            classify(Err(e))
+        }
+        Ok(Err(_)) => Attempt::Uncertain("the sidecar is stopping".into()),
+        // Committed but not applied yet: the applier gets its own grace.
+        Err(_) if shared.pending.committed(w.tag) => Attempt::Committed,
+        Err(_) => Attempt::Uncertain("no outcome before the write deadline".into()),
+    }
+}
+
+/// What a proposal's outcome means for the write.
+fn classify(outcome: Result<u64, ProposeError>) -> Attempt {
     match outcome {
         Ok(_) => Attempt::Committed,
         Err(ProposeError::NotLeader { leader }) => Attempt::Retry(
@@ -316,8 +369,8 @@ async fn await_apply(
         deadline.max(Instant::now() + Duration::from_secs(5))
     };
     match tokio::time::timeout_at(limit, rx).await {
-        Ok(Ok(Applied::NotApplied(why))) => Err(WriteError::NotApplied(why)),
-        Ok(Ok(a)) => Ok(a),
+        Ok(Ok(Settled::Applied(Applied::NotApplied(why)))) => Err(WriteError::NotApplied(why)),
+        Ok(Ok(Settled::Applied(a))) => Ok(a),
         _ => match uncertain {
             Some(why) => Err(WriteError::Unknown(why)),
             None => Err(WriteError::NotApplied(format!(

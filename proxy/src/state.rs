@@ -100,7 +100,7 @@ pub struct Shared {
     /// The batching front of the replica: every proposal goes through it.
     pub proposer: Proposer,
     /// Writes waiting to be applied.
-    pub pending: Pending,
+    pub pending: Arc<Pending>,
     /// Metrics.
     pub metrics: Metrics,
     /// The local backend.
