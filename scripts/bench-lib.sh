@@ -17,10 +17,21 @@ stop_all() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
 }
-trap stop_all EXIT
 
+# free_port: a loopback port free now and not handed out before by this
+# script (ports picked before their servers bind must not repeat; the list
+# is a file because $(free_port) runs in a subshell).
+TAKEN_PORTS=$(mktemp "${TMPDIR:-/tmp}/bench-ports.XXXXXX")
+trap 'stop_all; rm -f "$TAKEN_PORTS"' EXIT
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local p
+  while :; do
+    p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    grep -qx "$p" "$TAKEN_PORTS" && continue
+    echo "$p" >>"$TAKEN_PORTS"
+    echo "$p"
+    return
+  done
 }
 
 # until_ok DESCRIPTION COMMAND...: polls COMMAND every 10 ms for up to

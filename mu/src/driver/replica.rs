@@ -387,6 +387,10 @@ fn run<F: Fabric>(
             next_status = now + 200_000;
             *shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.status());
         }
+        // Proposals waiting for their commit keep the driver awake: the
+        // completions that commit them (from a fabric thread, or a peer)
+        // do not end a nap.
+        busy |= !waiters.is_empty();
         idle = if busy { 0 } else { idle + 1 };
         if let Some(nap) = options.idle_sleep {
             if idle >= options.idle_spins {
