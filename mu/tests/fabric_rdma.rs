@@ -8,8 +8,7 @@
 #![cfg(feature = "rdma")]
 
 use mu::fabric::conformance::{run_all, GroupBuilder};
-use mu::fabric::rdma::verbs::devices;
-use mu::fabric::rdma::{RdmaConfig, RdmaEndpoint, RdmaOptions};
+use mu::fabric::rdma::{test_devices, RdmaConfig, RdmaEndpoint, RdmaOptions};
 use mu::log::layout::Layout;
 use mu::NodeId;
 use std::net::{SocketAddr, TcpListener};
@@ -18,26 +17,12 @@ use std::time::Duration;
 
 const SECRET: &str = "rdma conformance cluster secret";
 
-/// The devices to spread nodes over (the guest's RDMA_VM_DEVS, else
-/// MU_RDMA_DEVICES) and the GID index.
+/// The devices to spread nodes over and the GID index.
 fn devices_to_use() -> (Vec<String>, u8) {
-    let list = std::env::var("RDMA_VM_DEVS")
-        .or_else(|_| std::env::var("MU_RDMA_DEVICES"))
-        .unwrap_or_default();
-    let names: Vec<String> = list.split_whitespace().map(String::from).collect();
-    assert!(
-        !names.is_empty(),
-        "no RDMA device given (devices present: {:?}). Run inside the Soft-RoCE guest: \
-         RDMA_VM_NODES=2 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm \
-         cargo test -p mu --features rdma --test fabric_rdma, or set MU_RDMA_DEVICES (and \
-         RDMA_VM_GID_INDEX) on a host with RDMA devices",
-        devices()
-    );
-    let gid = std::env::var("RDMA_VM_GID_INDEX")
-        .ok()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(1);
-    (names, gid)
+    test_devices(
+        "RDMA_VM_NODES=2 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm \
+         cargo test -p mu --features rdma --test fabric_rdma",
+    )
 }
 
 struct Rdma {

@@ -12,6 +12,17 @@ use mu::sim::{run, Options};
 /// Seeds of the flapping sweep, per group size.
 const SEEDS: u64 = 150;
 
+/// Runs each seed (its own group size) with production timing and stall
+/// storms, failing on the first violation.
+fn run_flapping(seeds: &[u64]) {
+    for &seed in seeds {
+        let o = Options::from_seed(seed, None).flapping();
+        if let Err(f) = run(&o) {
+            panic!("seed {seed}: {f}");
+        }
+    }
+}
+
 /// Steps of every seed here:
 /// 1. derive the options from the seed, then force production timing and
 ///    stall storms;
@@ -116,12 +127,7 @@ fn grants_slower_than_the_permission_timeout_still_count() {
 /// 3. a leader must commit fresh proposals within the bound.
 #[test]
 fn a_leader_keeps_its_ring_floor_below_a_majority_of_followers() {
-    for seed in [20514, 21054] {
-        let o = Options::from_seed(seed, None).flapping();
-        if let Err(f) = run(&o) {
-            panic!("seed {seed}: {f}");
-        }
-    }
+    run_flapping(&[20514, 21054]);
 }
 
 /// Two safety breaks of the flapping sweep, both older than their finding.
@@ -152,10 +158,5 @@ fn a_leader_keeps_its_ring_floor_below_a_majority_of_followers() {
 /// 3. everything heals and a fresh proposal commits within the bound.
 #[test]
 fn a_candidate_counts_only_continuous_grants_and_fully_read_members() {
-    for seed in [11588, 26855] {
-        let o = Options::from_seed(seed, None).flapping();
-        if let Err(f) = run(&o) {
-            panic!("seed {seed}: {f}");
-        }
-    }
+    run_flapping(&[11588, 26855]);
 }

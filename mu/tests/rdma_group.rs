@@ -51,17 +51,11 @@ struct Group {
 
 impl Group {
     fn start() -> Group {
-        let devs = std::env::var("RDMA_VM_DEVS")
-            .or_else(|_| std::env::var("MU_RDMA_DEVICES"))
-            .unwrap_or_default();
-        let devs: Vec<String> = devs.split_whitespace().map(String::from).collect();
-        assert!(
-            !devs.is_empty(),
-            "no RDMA device given. Run inside the Soft-RoCE guest: RDMA_VM_NODES=3 \
-             CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm cargo test -p mu \
-             --features rdma --test rdma_group, or set MU_RDMA_DEVICES (and RDMA_VM_GID_INDEX)"
+        let (devs, gid) = mu::fabric::rdma::test_devices(
+            "RDMA_VM_NODES=3 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm \
+             cargo test -p mu --features rdma --test rdma_group",
         );
-        let gid = std::env::var("RDMA_VM_GID_INDEX").unwrap_or_else(|_| "1".into());
+        let gid = gid.to_string();
         let ports: Vec<String> = (0..N)
             .map(|_| {
                 let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -31,12 +31,30 @@ enum Done {
 }
 
 impl Done {
-    fn settle(self, pending: &Pending, outcome: &Outcome) {
-        match (self, outcome) {
+    fn local(&self) -> Option<u64> {
+        match self {
+            Done::Local(tag) => Some(*tag),
+            Done::Relay(_) => None,
+        }
+    }
+}
+
+/// Settles the proposals of one entry (on the replica's thread): a commit
+/// marks the local ones under one lock of the pending table.
+fn settle<W>(waiters: W, pending: &Pending, outcome: &Outcome)
+where
+    W: IntoIterator<Item = Done>,
+    for<'a> &'a W: IntoIterator<Item = &'a Done>,
+{
+    if outcome.is_ok() {
+        pending.mark_committed((&waiters).into_iter().filter_map(Done::local));
+    }
+    for w in waiters {
+        match (w, outcome) {
             (Done::Relay(tx), _) => {
                 let _ = tx.send(outcome.clone());
             }
-            (Done::Local(tag), Ok(_)) => pending.mark_committed([tag]),
+            (Done::Local(_), Ok(_)) => {}
             (Done::Local(tag), Err(e)) => pending.fail(tag, e.clone()),
         }
     }
@@ -103,15 +121,11 @@ async fn run(
         let pending = pending.clone();
         if batch.len() == 1 {
             let (p, done) = batch.pop().expect("one item");
-            replica.submit(p, move |r| done.settle(&pending, &r));
+            replica.submit(p, move |r| settle([done], &pending, &r));
             continue;
         }
         let packed = payload::encode_batch(batch.iter().map(|(p, _)| &p[..]));
         let waiters: Vec<Done> = batch.into_iter().map(|(_, w)| w).collect();
-        replica.submit(packed, move |r| {
-            for w in waiters {
-                w.settle(&pending, &r);
-            }
-        });
+        replica.submit(packed, move |r| settle(waiters, &pending, &r));
     }
 }

@@ -301,10 +301,7 @@ async fn finish_local(shared: &Shared, w: &mut Write, deadline: Instant) -> Atte
     match settled {
         Ok(Ok(Settled::Applied(a))) => {
             w.reply = None;
-            Attempt::Applied(match a {
-                Applied::NotApplied(why) => Err(WriteError::NotApplied(why)),
-                a => Ok(a),
-            })
+            Attempt::Applied(applied_result(a))
         }
         Ok(Ok(Settled::Failed(ProposeError::Unknown))) => {
             // It may still commit (through another leader): go on waiting.
@@ -319,6 +316,14 @@ async fn finish_local(shared: &Shared, w: &mut Write, deadline: Instant) -> Atte
         // Committed but not applied yet: the applier gets its own grace.
         Err(_) if shared.pending.committed(w.tag) => Attempt::Committed,
         Err(_) => Attempt::Uncertain("no outcome before the write deadline".into()),
+    }
+}
+
+/// What the applier's outcome means for the client.
+fn applied_result(a: Applied) -> Result<Applied, WriteError> {
+    match a {
+        Applied::NotApplied(why) => Err(WriteError::NotApplied(why)),
+        a => Ok(a),
     }
 }
 
@@ -369,8 +374,7 @@ async fn await_apply(
         deadline.max(Instant::now() + Duration::from_secs(5))
     };
     match tokio::time::timeout_at(limit, rx).await {
-        Ok(Ok(Settled::Applied(Applied::NotApplied(why)))) => Err(WriteError::NotApplied(why)),
-        Ok(Ok(Settled::Applied(a))) => Ok(a),
+        Ok(Ok(Settled::Applied(a))) => applied_result(a),
         _ => match uncertain {
             Some(why) => Err(WriteError::Unknown(why)),
             None => Err(WriteError::NotApplied(format!(

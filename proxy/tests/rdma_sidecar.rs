@@ -25,18 +25,11 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn three_sidecars_replicate_over_rdma() {
-    let devs = std::env::var("RDMA_VM_DEVS")
-        .or_else(|_| std::env::var("MU_RDMA_DEVICES"))
-        .unwrap_or_default();
-    let devs: Vec<String> = devs.split_whitespace().map(String::from).collect();
-    assert!(
-        !devs.is_empty(),
-        "no RDMA device given. Run inside the Soft-RoCE guest: RDMA_VM_NODES=3 \
-         CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm cargo test \
-         -p mu-sidecar --features rdma --test rdma_sidecar, or set MU_RDMA_DEVICES \
-         (and RDMA_VM_GID_INDEX)"
+    let (devs, gid) = mu::fabric::rdma::test_devices(
+        "RDMA_VM_NODES=3 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$PWD/scripts/rdma-vm \
+         cargo test -p mu-sidecar --features rdma --test rdma_sidecar",
     );
-    let gid = std::env::var("RDMA_VM_GID_INDEX").unwrap_or_else(|_| "1".into());
+    let gid = gid.to_string();
     let c = Cluster::start_with(
         Kind::Redis,
         3,

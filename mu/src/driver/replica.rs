@@ -105,7 +105,7 @@ impl Doze {
     /// to do; returns at once when [`Doze::wake`] is called meanwhile.
     /// Called by one thread only.
     fn nap(&self, nap: Duration, work_waiting: impl FnOnce() -> bool) {
-        let _ = self.sleeper.set(std::thread::current());
+        self.sleeper.get_or_init(std::thread::current);
         self.napping.store(true, Ordering::SeqCst);
         // After the flag: work queued before this check is seen here, work
         // queued after it sees the flag and wakes the sleeper.

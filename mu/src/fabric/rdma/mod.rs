@@ -76,6 +76,30 @@ mod control;
 mod link;
 pub mod verbs;
 
+/// The RDMA devices a test spreads its nodes over, from the environment:
+/// the Soft-RoCE guest's `RDMA_VM_DEVS` (set by `scripts/rdma-vm`), else
+/// `MU_RDMA_DEVICES`; and the GID index, `RDMA_VM_GID_INDEX` (default 1).
+/// With no device named it panics with `how_to_run` and the devices
+/// present, so a test run outside the guest fails saying how to run it.
+pub fn test_devices(how_to_run: &str) -> (Vec<String>, u8) {
+    let list = std::env::var("RDMA_VM_DEVS")
+        .or_else(|_| std::env::var("MU_RDMA_DEVICES"))
+        .unwrap_or_default();
+    let names: Vec<String> = list.split_whitespace().map(String::from).collect();
+    assert!(
+        !names.is_empty(),
+        "no RDMA device given (devices present: {:?}). Run inside the Soft-RoCE guest: \
+         {how_to_run}, or set MU_RDMA_DEVICES (and RDMA_VM_GID_INDEX) on a host with RDMA \
+         devices",
+        verbs::devices()
+    );
+    let gid = std::env::var("RDMA_VM_GID_INDEX")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(1);
+    (names, gid)
+}
+
 use crate::error::FabricError;
 use crate::fabric::{Completion, Fabric, Memory, OpId};
 use crate::log::layout::{Layout, CONTROL_LEN, LOG};
