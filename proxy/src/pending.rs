@@ -3,7 +3,9 @@
 //! A write is registered *before* it is proposed, so the applier can never
 //! apply it before its waiter exists; the applier completes the waiter
 //! when it applies the entry carrying the tag, whichever leader committed
-//! it and whenever.
+//! it and whenever. A write proposed to the local replica is also settled
+//! here when its proposal fails; its commit only marks it, so its client
+//! wakes once.
 
 use mu_protocols::memcached::McReply;
 use mu_protocols::resp::Frame;
