@@ -29,6 +29,7 @@ fn main() {
     let options = DriverOptions {
         idle_sleep: Some(Duration::from_micros(20)),
         idle_spins: 50,
+        ..DriverOptions::default()
     };
     let mut replicas = Vec::new();
     let mut logs = Vec::new();

@@ -105,12 +105,14 @@ pub struct NodeOptions {
         arg(long, env = "MU_HEARTBEAT_US", default_value_t = 1_000)
     )]
     pub heartbeat_us: u64,
-    /// Nap this many µs when the driver has had nothing to do for a while;
-    /// 0 spins (lowest latency, but it needs a core per replica: with the
-    /// whole group on a small machine, a short nap is much faster).
+    /// Nap this many µs when the driver has had nothing to do for a while
+    /// (at most half a heartbeat interval); 0 spins (lowest latency, but
+    /// it needs a core per replica: with the whole group on a small
+    /// machine, napping is much faster). A proposal ends a nap at once;
+    /// a follower sees new entries (and applies them) after its nap.
     #[cfg_attr(
         feature = "cli",
-        arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 20)
+        arg(long, env = "MU_IDLE_SLEEP_US", default_value_t = 500)
     )]
     pub idle_sleep_us: u64,
     /// Idle driver iterations before a nap (when `--idle-sleep-us` is not
@@ -122,6 +124,15 @@ pub struct NodeOptions {
         arg(long, env = "MU_IDLE_SPINS", default_value_t = 10)
     )]
     pub idle_spins: u32,
+    /// After taking a proposal the driver polls without napping for this
+    /// many µs: a leader under load finds the next proposal awake instead
+    /// of paying a wake-up for each. Followers take no proposals and keep
+    /// napping, which leaves the cores to the leader's work.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "MU_BUSY_POLL_US", default_value_t = 1_000)
+    )]
+    pub busy_poll_us: u64,
     /// rdma: the device (`ibv_devices` lists them); default: the first.
     #[cfg_attr(feature = "cli", arg(long, env = "MU_RDMA_DEVICE"))]
     pub rdma_device: Option<String>,
@@ -147,8 +158,9 @@ impl NodeOptions {
             group: "mu".into(),
             ring_mib: 4,
             heartbeat_us: 1_000,
-            idle_sleep_us: 20,
+            idle_sleep_us: 500,
             idle_spins: 10,
+            busy_poll_us: 1_000,
             rdma_device: None,
             rdma_gid_index: 1,
         }
@@ -181,9 +193,22 @@ impl NodeOptions {
             ("MU_RING_MIB", self.ring_mib.to_string()),
             ("MU_IDLE_SLEEP_US", self.idle_sleep_us.to_string()),
             ("MU_IDLE_SPINS", self.idle_spins.to_string()),
+            ("MU_BUSY_POLL_US", self.busy_poll_us.to_string()),
             ("MU_HEARTBEAT_US", self.heartbeat_us.to_string()),
             ("MU_RDMA_GID_INDEX", self.rdma_gid_index.to_string()),
         ]
+    }
+}
+
+/// The driver settings `opts` asks for. Naps stay within half a
+/// heartbeat, so a napping replica still heartbeats and reads its peers'
+/// heartbeats on time.
+pub fn driver_options(opts: &NodeOptions) -> DriverOptions {
+    let nap_us = opts.idle_sleep_us.min(opts.heartbeat_us / 2).max(1);
+    DriverOptions {
+        idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(nap_us)),
+        idle_spins: opts.idle_spins,
+        busy_poll: Duration::from_micros(opts.busy_poll_us),
     }
 }
 
@@ -206,10 +231,7 @@ pub fn start(
     cfg.heartbeat_interval_ns = opts.heartbeat_us * 1_000;
     cfg.validate().map_err(|e| e.to_string())?;
     let layout = Layout::new(cfg.ring_capacity, cfg.max_payload, usize::from(opts.nodes));
-    let options = DriverOptions {
-        idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
-        idle_spins: opts.idle_spins,
-    };
+    let options = driver_options(opts);
     match opts.resolved_fabric() {
         FabricKind::Tcp | FabricKind::Auto => {
             let (listener, peers) = tcp_peers(opts, me)?;
@@ -342,6 +364,23 @@ pub fn remove_shm_group(dir: &std::path::Path, group: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn naps_stay_within_half_a_heartbeat() {
+        let mut o = NodeOptions::new(FabricKind::Shm, 3);
+        o.heartbeat_us = 1_000;
+        o.idle_sleep_us = 5_000;
+        let d = driver_options(&o);
+        assert_eq!(d.idle_sleep, Some(Duration::from_micros(500)));
+        assert_eq!(d.busy_poll, Duration::from_micros(o.busy_poll_us));
+        o.idle_sleep_us = 100;
+        assert_eq!(
+            driver_options(&o).idle_sleep,
+            Some(Duration::from_micros(100))
+        );
+        o.idle_sleep_us = 0;
+        assert_eq!(driver_options(&o).idle_sleep, None, "0 spins");
+    }
 
     #[test]
     fn auto_picks_shm_on_one_host_and_tcp_across_hosts() {

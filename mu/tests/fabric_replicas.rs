@@ -55,6 +55,7 @@ fn agree_and_survive_leader_failure<F: Fabric + Send + 'static>(
     let options = DriverOptions {
         idle_sleep: Some(Duration::from_micros(50)),
         idle_spins: 50,
+        ..DriverOptions::default()
     };
     let mut replicas = Vec::new();
     let mut receivers = Vec::new();

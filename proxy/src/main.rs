@@ -4,6 +4,9 @@ use clap::Parser;
 use mu_sidecar::config::Options;
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let opts = Options::parse();
     tracing_subscriber::fmt()

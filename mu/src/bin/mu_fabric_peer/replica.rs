@@ -56,6 +56,7 @@ pub fn run<F: Fabric + Send + 'static>(fabric: F, node: NodeId, n: u8) -> io::Re
     let options = DriverOptions {
         idle_sleep: Some(Duration::from_micros(50)),
         idle_spins: 50,
+        ..DriverOptions::default()
     };
     let (replica, committed) = Replica::start(cfg, fabric, options).map_err(io::Error::other)?;
     // Ends when the replica stops and drops its sender.
