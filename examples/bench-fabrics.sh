@@ -19,7 +19,7 @@ for size in 64 256 4096; do
   echo "== $size B"
   for fabric in shm tcp; do
     "$bin/mu-floor" "$fabric" "$size" --count 50000
-    for idle in 20 0; do
+    for idle in 500 20 0; do
       printf '%s, idle nap %s us: ' "$fabric" "$idle"
       "$bin/main-st-lat" --launch 1 "$size" 1 --count "$count" --fabric "$fabric" \
         --idle-sleep-us "$idle" --ring-mib 64 --dump-dir "$dumps" \

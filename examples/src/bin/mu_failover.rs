@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long, default_value_t = 1_000)]
     heartbeat_us: u64,
     /// The members' idle nap, µs (0 spins).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 500)]
     idle_sleep_us: u64,
     /// Pause only: resume the paused leader after each run and keep the
     /// group for the next run (replica 1 must lead again first).
