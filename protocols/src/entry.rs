@@ -137,9 +137,26 @@ impl Entry {
 
     /// The encoded entry as a new buffer.
     pub fn to_bytes(&self) -> Bytes {
-        let mut dst = BytesMut::new();
+        let mut dst = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut dst);
         dst.freeze()
+    }
+
+    /// The length of the encoded entry.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Entry::Redis(r) => {
+                    let guards: usize = r.guards.iter().map(|g| 16 + g.key.len()).sum();
+                    let commands: usize = r
+                        .commands
+                        .iter()
+                        .map(|c| 4 + c.iter().map(|a| 4 + a.len()).sum::<usize>())
+                        .sum();
+                    8 + guards + 4 + commands
+                }
+                Entry::Memcached(wire) => wire.len(),
+            }
     }
 
     /// Decodes one entry that occupies all of `bytes`.
@@ -281,6 +298,7 @@ mod tests {
             Entry::Memcached(Bytes::from_static(b"set k 0 0 1\r\na\r\n")),
         ] {
             assert_eq!(Entry::decode(&e.to_bytes()).unwrap(), e);
+            assert_eq!(e.encoded_len(), e.to_bytes().len());
         }
     }
 

@@ -155,7 +155,7 @@ impl Client {
                     req,
                 },
                 Action::Replicate(entry) => Step::Write {
-                    entry: entry.to_bytes().to_vec(),
+                    entry: Vec::from(entry.to_bytes()),
                     noreply: req.noreply(),
                 },
                 Action::Refuse(r) => {
@@ -181,9 +181,9 @@ impl Client {
         if steps.is_empty() {
             return;
         }
-        let taken = std::mem::take(steps);
+        let mut taken = std::mem::take(steps);
         let replies = if taken.iter().any(|s| matches!(s, Step::Write { .. })) {
-            self.run_writes(&taken).await
+            self.run_writes(&mut taken).await
         } else {
             self.run_locals(&taken).await
         };
@@ -192,17 +192,17 @@ impl Client {
         }
     }
 
-    async fn run_writes(&mut self, steps: &[Step]) -> Vec<Vec<McReply>> {
+    async fn run_writes(&mut self, steps: &mut [Step]) -> Vec<Vec<McReply>> {
         let entries = steps
-            .iter()
+            .iter_mut()
             .filter_map(|s| match s {
-                Step::Write { entry, .. } => Some((Kind::Write, entry.clone())),
+                Step::Write { entry, .. } => Some((Kind::Write, std::mem::take(entry))),
                 _ => None,
             })
             .collect();
         let mut results = replicate::run(&self.shared, entries).await.into_iter();
         let mut out = Vec::with_capacity(steps.len());
-        for s in steps {
+        for s in steps.iter() {
             out.push(match s {
                 Step::Ready(r) => r.iter().cloned().collect(),
                 Step::Local { .. } => vec![server_error("internal ordering error")],

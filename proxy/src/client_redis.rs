@@ -172,14 +172,14 @@ impl Client {
     async fn handle(&mut self, reqs: Vec<Request>) -> bool {
         let mut steps: Vec<Step> = Vec::new();
         for req in reqs {
-            let name = req.name_lower();
-            if name == "quit" {
+            let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
+            if is("quit") {
                 self.flush(&mut steps).await;
                 Frame::simple("OK").encode(&mut self.out);
                 return true;
             }
             // WATCH records the applied index: earlier writes first.
-            if name == "watch" {
+            if is("watch") {
                 self.flush(&mut steps).await;
             }
             let ctx = Context {
@@ -197,16 +197,17 @@ impl Client {
                     self.shared.count("write", "noauth");
                     Step::Ready(Frame::error("NOAUTH Authentication required."))
                 }
-                Action::Replicate(entry) => Step::Write(Kind::Write, entry.to_bytes().to_vec()),
+                Action::Replicate(entry) => Step::Write(Kind::Write, Vec::from(entry.to_bytes())),
                 Action::Local => {
-                    if matches!(
-                        name.as_str(),
-                        "subscribe" | "psubscribe" | "ssubscribe" | "monitor"
-                    ) {
+                    if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
+                        .into_iter()
+                        .any(is)
+                    {
                         self.shared.count("local", "refused");
                         Step::Ready(Frame::error(format!(
-                            "ERR mu-sidecar does not relay '{name}': subscribe to the \
-                             redis-server directly (published messages are replicated)"
+                            "ERR mu-sidecar does not relay '{}': subscribe to the \
+                             redis-server directly (published messages are replicated)",
+                            req.name_lower()
                         )))
                     } else {
                         let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
@@ -234,9 +235,9 @@ impl Client {
         if steps.is_empty() {
             return;
         }
-        let taken = std::mem::take(steps);
+        let mut taken = std::mem::take(steps);
         let frames = if taken.iter().any(|s| s.place() == Place::Write) {
-            self.run_writes(&taken).await
+            self.run_writes(&mut taken).await
         } else {
             self.run_locals(&taken).await
         };
@@ -251,17 +252,17 @@ impl Client {
         }
     }
 
-    async fn run_writes(&mut self, steps: &[Step]) -> Vec<Frame> {
+    async fn run_writes(&mut self, steps: &mut [Step]) -> Vec<Frame> {
         let entries: Vec<(Kind, Vec<u8>)> = steps
-            .iter()
+            .iter_mut()
             .filter_map(|s| match s {
-                Step::Write(k, e) => Some((*k, e.clone())),
+                Step::Write(k, e) => Some((*k, std::mem::take(e))),
                 _ => None,
             })
             .collect();
         let mut results = replicate::run(&self.shared, entries).await.into_iter();
         let mut frames = Vec::with_capacity(steps.len());
-        for s in steps {
+        for s in steps.iter() {
             frames.push(match s {
                 Step::Ready(f) => f.clone(),
                 Step::Write(..) => {

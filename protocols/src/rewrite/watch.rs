@@ -164,11 +164,7 @@ pub enum Writes<'a> {
 /// commands write which keys, for WATCH and for anything else that must
 /// follow the writes of the log (e.g. a state transfer's changed keys).
 pub fn command_writes<'a>(db: &mut u32, cmd: &'a [Bytes]) -> Writes<'a> {
-    let req = crate::resp::Request {
-        args: cmd.to_vec(),
-        inline: false,
-    };
-    let Some(spec) = table::lookup(&req) else {
+    let Some(spec) = table::lookup_args(cmd) else {
         return Writes::Nothing;
     };
     match spec.name {

@@ -4,6 +4,9 @@ use super::spec::{BeginSearch, CommandSpec, FindKeys};
 use super::REDIS_COMMANDS;
 use crate::line::parse_i64;
 use crate::resp::Request;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 /// What a command does, which decides where the sidecar sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,15 +118,34 @@ const UNSUPPORTED: &[&str] = &[
 /// container commands (`CONFIG GET` → `config|get`), else the command.
 /// `None` for unknown commands and unknown subcommands.
 pub fn lookup(req: &Request) -> Option<&'static CommandSpec> {
-    let name = req.name_lower();
-    let spec = find(&name)?;
+    lookup_args(&req.args)
+}
+
+/// [`lookup`] for a command given as its arguments (the name first).
+pub fn lookup_args(args: &[impl AsRef<[u8]>]) -> Option<&'static CommandSpec> {
+    let name = args.first()?.as_ref();
+    let mut key = [0u8; NAME_MAX];
+    let len = lower_into(&mut key, 0, name)?;
+    let spec = find_bytes(&key[..len])?;
     if !spec.has_subcommands {
         return Some(spec);
     }
-    let sub = std::str::from_utf8(req.args.get(1)?)
-        .ok()?
-        .to_ascii_lowercase();
-    find(&format!("{name}|{sub}"))
+    key[len] = b'|';
+    let len = lower_into(&mut key, len + 1, args.get(1)?.as_ref())?;
+    find_bytes(&key[..len])
+}
+
+/// Longer names are in no table entry.
+const NAME_MAX: usize = 64;
+
+/// Copies `name` lower-cased into `key` at `at`; the end, or `None` when it
+/// does not fit (so it names no command).
+fn lower_into(key: &mut [u8; NAME_MAX], at: usize, name: &[u8]) -> Option<usize> {
+    let end = at.checked_add(name.len()).filter(|&e| e < NAME_MAX)?;
+    for (k, b) in key[at..end].iter_mut().zip(name) {
+        *k = b.to_ascii_lowercase();
+    }
+    Some(end)
 }
 
 /// The class of a request; unknown commands and subcommands are
@@ -134,10 +156,56 @@ pub fn classify(req: &Request) -> CommandClass {
 
 /// The table entry named `name` (lower case; `container|sub`).
 pub fn find(name: &str) -> Option<&'static CommandSpec> {
-    REDIS_COMMANDS
-        .binary_search_by(|c| c.name.cmp(name))
-        .ok()
-        .map(|i| &REDIS_COMMANDS[i])
+    find_bytes(name.as_bytes())
+}
+
+fn find_bytes(name: &[u8]) -> Option<&'static CommandSpec> {
+    index().by_name.get(name).map(|&i| &REDIS_COMMANDS[i])
+}
+
+/// The table indexed once per process: every request is looked up (on the
+/// leader's client path and again by every applier), so by hash, and each
+/// entry's class is computed once.
+struct Index {
+    by_name: HashMap<&'static [u8], usize, BuildHasherDefault<Fnv>>,
+    classes: Vec<CommandClass>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| Index {
+        by_name: REDIS_COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect(),
+        classes: REDIS_COMMANDS.iter().map(compute_class).collect(),
+    })
+}
+
+/// FNV-1a: command names are short, and SipHash's setup costs more than
+/// hashing them; the keys are the table's own names, not client input
+/// that could be chosen to collide.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// Our classification of a command. Explicit lists first, then the
@@ -145,6 +213,17 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
 /// what remains (`INFO`, `TIME`, `COMMAND`, `LOLWUT`, ...) is served
 /// locally as [`CommandClass::Admin`].
 pub fn class_of(spec: &CommandSpec) -> CommandClass {
+    // A table entry's class is in the index, at the entry's position.
+    let base = REDIS_COMMANDS.as_ptr() as usize;
+    let at = (spec as *const CommandSpec as usize).wrapping_sub(base)
+        / std::mem::size_of::<CommandSpec>().max(1);
+    match REDIS_COMMANDS.get(at) {
+        Some(c) if std::ptr::eq(c, spec) => index().classes[at],
+        _ => compute_class(spec),
+    }
+}
+
+fn compute_class(spec: &CommandSpec) -> CommandClass {
     let n = spec.name;
     let container = n.split('|').next().unwrap_or(n);
     if CONNECTION_STATE.contains(&n) {
@@ -271,6 +350,34 @@ mod tests {
             .into_iter()
             .map(|i| args[i].to_string())
             .collect()
+    }
+
+    #[test]
+    fn every_entry_is_found_by_its_name_in_any_case() {
+        for spec in REDIS_COMMANDS {
+            let args: Vec<String> = spec.name.split('|').map(str::to_ascii_uppercase).collect();
+            let found = lookup_args(&args);
+            if spec.has_subcommands {
+                // A container alone names no entry; with a subcommand it
+                // names the subcommand's.
+                assert!(found.is_none(), "{}", spec.name);
+                continue;
+            }
+            assert!(std::ptr::eq(found.expect(spec.name), spec), "{}", spec.name);
+            // The cached class is the computed one, for a copy too.
+            let copy = CommandSpec { ..*spec };
+            assert_eq!(class_of(spec), compute_class(spec), "{}", spec.name);
+            assert_eq!(class_of(&copy), compute_class(spec), "{}", spec.name);
+        }
+        let long = "x".repeat(NAME_MAX * 2);
+        assert!(lookup_args(&[long.as_str()]).is_none());
+        assert!(lookup_args(&["CONFIG", long.as_str()]).is_none());
+        let none: [&str; 0] = [];
+        assert!(lookup_args(&none).is_none());
+        assert_eq!(
+            lookup_args(&["cOnFiG", "GeT"]).map(|s| s.name),
+            Some("config|get")
+        );
     }
 
     #[test]
