@@ -4,7 +4,9 @@
 //! Under load many clients' writes (and writes forwarded by followers)
 //! arrive while the replica is busy; one log entry for all of them costs
 //! one write per follower instead of one per request. A lone proposal goes
-//! as it is, so an idle group pays nothing for batching. Proposals keep
+//! as it is, so an idle group pays nothing for batching; after it the
+//! replica's driver polls for the next one, while after a batch it does
+//! not (under load the next batch forms while the driver naps). Proposals keep
 //! their arrival order, inside a batch and across batches.
 //!
 //! A local client's write is not woken when it commits: the applier's
@@ -126,6 +128,8 @@ async fn run(
         }
         let packed = payload::encode_batch(batch.iter().map(|(p, _)| &p[..]));
         let waiters: Vec<Done> = batch.into_iter().map(|(_, w)| w).collect();
-        replica.submit(packed, move |r| settle(waiters, &pending, &r));
+        // Several proposals waited at once: under load, batching takes the
+        // place of the driver polling for the next one.
+        replica.submit_loaded(packed, move |r| settle(waiters, &pending, &r));
     }
 }

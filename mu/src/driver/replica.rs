@@ -91,7 +91,7 @@ impl std::fmt::Debug for Reply {
 
 #[derive(Debug)]
 struct Shared {
-    requests: Mutex<VecDeque<(Vec<u8>, Reply)>>,
+    requests: Mutex<VecDeque<(Vec<u8>, Reply, bool)>>,
     status: Mutex<Option<Status>>,
     stop: AtomicBool,
     paused: AtomicBool,
@@ -189,7 +189,7 @@ impl Replica {
     /// [`ProposeError::Unknown`]: the entry may still commit.
     pub fn propose(&self, payload: Vec<u8>, timeout: Duration) -> Result<u64, ProposeError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.enqueue(payload, Reply::Wait(tx));
+        self.enqueue(payload, Reply::Wait(tx), true);
         rx.recv_timeout(timeout)
             .unwrap_or(Err(ProposeError::Unknown))
     }
@@ -203,10 +203,22 @@ impl Replica {
     where
         F: FnOnce(Result<u64, ProposeError>) + Send + 'static,
     {
-        self.enqueue(payload, Reply::Call(Box::new(done)));
+        self.enqueue(payload, Reply::Call(Box::new(done)), true);
     }
 
-    fn enqueue(&self, payload: Vec<u8>, reply: Reply) {
+    /// [`Replica::submit`] for a proposal made under load (one that packs
+    /// several waiting requests): batching already absorbs the wait for
+    /// the driver, so after it the driver does not poll on for the next
+    /// proposal (see [`DriverOptions::busy_poll`]) and leaves the core to
+    /// the rest of the process's work.
+    pub fn submit_loaded<F>(&self, payload: Vec<u8>, done: F)
+    where
+        F: FnOnce(Result<u64, ProposeError>) + Send + 'static,
+    {
+        self.enqueue(payload, Reply::Call(Box::new(done)), false);
+    }
+
+    fn enqueue(&self, payload: Vec<u8>, reply: Reply, poll_after: bool) {
         if self.shared.stop.load(Ordering::Acquire) {
             reply.send(Err(ProposeError::Unknown));
             return;
@@ -215,7 +227,7 @@ impl Replica {
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((payload, reply));
+            .push_back((payload, reply, poll_after));
         self.shared.doze.wake();
     }
 
@@ -338,9 +350,9 @@ fn run<F: Fabric>(
         }
         core.tick(now, fabric.memory());
         if let Ok(mut q) = shared.requests.try_lock() {
-            while let Some((payload, reply)) = q.pop_front() {
+            while let Some((payload, reply, poll_after)) = q.pop_front() {
                 busy = true;
-                poll_until = now + busy_poll;
+                poll_until = if poll_after { now + busy_poll } else { 0 };
                 match core.propose(now, &payload, fabric.memory()) {
                     Ok(p) => waiters.push(Waiter {
                         index: p.index,
@@ -429,7 +441,7 @@ fn run<F: Fabric>(
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
         .collect();
-    for (_, reply) in queued {
+    for (_, reply, _) in queued {
         reply.send(Err(ProposeError::Unknown));
     }
 }
