@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(opts.worker_threads))
         .enable_all()
         .thread_name("mu-sidecar")
         .build()
