@@ -10,6 +10,7 @@
 use mu_protocols::memcached::McReply;
 use mu_protocols::resp::Frame;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::sync::oneshot;
@@ -47,10 +48,34 @@ struct Waiter {
     committed: bool,
 }
 
+/// Hashes a tag with one multiplication: tags are this process's own
+/// counter, so they need spreading, not SipHash's protection against
+/// chosen keys (a write's tag is looked up two or three times).
+#[derive(Default)]
+struct TagHasher(u64);
+
+impl Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, tag: u64) {
+        self.0 = tag.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Waiters = HashMap<u64, Waiter, BuildHasherDefault<TagHasher>>;
+
 /// The waiters of one sidecar process.
 #[derive(Debug)]
 pub struct Pending {
-    waiters: Mutex<HashMap<u64, Waiter>>,
+    waiters: Mutex<Waiters>,
     next: AtomicU64,
 }
 
@@ -66,7 +91,7 @@ impl Pending {
     /// in the log.
     pub fn new() -> Self {
         Pending {
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters::default()),
             next: AtomicU64::new(rand::random::<u64>() >> 1),
         }
     }
@@ -137,7 +162,7 @@ impl Pending {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
