@@ -220,6 +220,21 @@ pub fn start(
     id: u8,
     max_payload: u32,
 ) -> Result<(Replica, Receiver<Committed>), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let replica = start_with(opts, id, max_payload, move |c| {
+        let _ = tx.send(c);
+    })?;
+    Ok((replica, rx))
+}
+
+/// [`start`] handing each committed entry, in log order, to `deliver` on
+/// the driver thread (see [`Replica::start_with`]).
+pub fn start_with(
+    opts: &NodeOptions,
+    id: u8,
+    max_payload: u32,
+    deliver: impl FnMut(Committed) + Send + 'static,
+) -> Result<Replica, String> {
     if id == 0 || id > opts.nodes {
         return Err(format!("id must be 1..={} (got {id})", opts.nodes));
     }
@@ -246,7 +261,7 @@ pub fn start(
                 listener,
             )
             .map_err(|e| e.to_string())?;
-            Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+            Replica::start_with(cfg, ep, options, deliver).map_err(|e| e.to_string())
         }
         FabricKind::Shm => {
             let ep = ShmEndpoint::create(ShmConfig {
@@ -257,9 +272,9 @@ pub fn start(
                 lease_timeout: Duration::from_millis(500),
             })
             .map_err(|e| e.to_string())?;
-            Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+            Replica::start_with(cfg, ep, options, deliver).map_err(|e| e.to_string())
         }
-        FabricKind::Rdma => start_rdma(opts, me, cfg, layout, options),
+        FabricKind::Rdma => start_rdma(opts, me, cfg, layout, options, deliver),
     }
 }
 
@@ -270,7 +285,8 @@ fn start_rdma(
     cfg: Config,
     layout: Layout,
     options: DriverOptions,
-) -> Result<(Replica, Receiver<Committed>), String> {
+    deliver: impl FnMut(Committed) + Send + 'static,
+) -> Result<Replica, String> {
     use crate::fabric::rdma::{verbs, RdmaConfig, RdmaEndpoint, RdmaOptions};
     let device = match &opts.rdma_device {
         Some(d) => d.clone(),
@@ -294,7 +310,7 @@ fn start_rdma(
         listener,
     )
     .map_err(|e| e.to_string())?;
-    Replica::start(cfg, ep, options).map_err(|e| e.to_string())
+    Replica::start_with(cfg, ep, options, deliver).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "rdma"))]
@@ -304,7 +320,8 @@ fn start_rdma(
     _: Config,
     _: Layout,
     _: DriverOptions,
-) -> Result<(Replica, Receiver<Committed>), String> {
+    _: impl FnMut(Committed) + Send + 'static,
+) -> Result<Replica, String> {
     Err(
         "this build has no rdma fabric: rebuild with `--features rdma` \
          (needs libibverbs-dev; scripts/install-deps.sh installs it)"

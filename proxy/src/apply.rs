@@ -1,7 +1,10 @@
 //! The applier: committed entries, in log order, into the local backend.
 //!
-//! One thread, one backend connection: order on that connection is log
-//! order. Entries that are already committed are sent in pipelined
+//! One task, one backend connection: order on that connection is log
+//! order. The task runs on the sidecar's runtime, so a local client's
+//! reply reaches its task without a thread hop; the rare steps that block
+//! (connecting, state transfer, a donation's freeze) leave the runtime's
+//! thread to the client tasks meanwhile (`block_in_place`). Entries that are already committed are sent in pipelined
 //! batches; the replies are read back in order, and the origin's client
 //! gets its own reply (see [`crate::payload`]).
 //!
@@ -29,12 +32,14 @@ use mu_protocols::memcached::{
 };
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
 use mu_protocols::rewrite::{ApplyPlan, RedisApplier};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::block_in_place;
 
 /// Entries per pipelined batch.
 const BATCH_ENTRIES: usize = 128;
@@ -46,14 +51,10 @@ const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle applier checks that its backend is still there.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
-/// Starts the applier thread.
-pub fn spawn(
-    shared: Arc<Shared>,
-    committed: Receiver<Committed>,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("mu-sidecar-apply".into())
-        .spawn(move || Applier::new(shared).run(committed))
+/// Starts the applier task (on the current runtime, which must be
+/// multi-threaded: its blocking steps use `block_in_place`).
+pub fn spawn(shared: Arc<Shared>, committed: UnboundedReceiver<Committed>) {
+    tokio::spawn(Applier::new(shared).run(committed));
 }
 
 /// A blocking connection to the backend.
@@ -245,14 +246,94 @@ impl BackendConn {
             }
         }
     }
+}
+
+impl BackendConn {
+    /// The connection for the applier task (inside the runtime); bytes
+    /// already read stay buffered.
+    fn into_async(self) -> Result<AsyncConn, String> {
+        let stream = self.stream;
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| format!("backend connection: {e}"))?;
+        let stream = tokio::net::TcpStream::from_std(stream)
+            .map_err(|e| format!("backend connection: {e}"))?;
+        Ok(AsyncConn {
+            stream,
+            buf: self.buf,
+            frames: self.frames,
+            replies: self.replies,
+            kind: self.kind,
+        })
+    }
+}
+
+/// The applier's connection to the backend, on the runtime.
+#[derive(Debug)]
+struct AsyncConn {
+    stream: tokio::net::TcpStream,
+    buf: BytesMut,
+    frames: FrameDecoder,
+    replies: McReplyDecoder,
+    kind: BackendKind,
+}
+
+impl AsyncConn {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("write to backend: {e}"))
+    }
+
+    /// Reads more bytes; a slow backend is waited for (the replies still
+    /// come, in order), with a warning every [`BACKEND_TIMEOUT`].
+    async fn fill(&mut self) -> Result<(), String> {
+        loop {
+            match tokio::time::timeout(BACKEND_TIMEOUT, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => return Err("backend closed the connection".into()),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(format!("read from backend: {e}")),
+                Err(_) => {
+                    tracing::warn!("the backend has not answered for {BACKEND_TIMEOUT:?}; waiting");
+                }
+            }
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<Frame, String> {
+        loop {
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => self.fill().await?,
+                Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
+            }
+        }
+    }
+
+    async fn read_mc(&mut self) -> Result<McReply, String> {
+        loop {
+            match self.replies.decode(&mut self.buf) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => self.fill().await?,
+                Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
+            }
+        }
+    }
 
     /// A cheap round trip that proves the server is there.
-    fn ping(&mut self) -> Result<(), String> {
+    async fn ping(&mut self) -> Result<(), String> {
         match self.kind {
-            BackendKind::Redis => self.call_redis(&[b"PING"]).map(|_| ()),
+            BackendKind::Redis => {
+                let mut out = BytesMut::new();
+                encode_request(&[b"PING"], &mut out);
+                self.send(&out).await?;
+                self.read_frame().await.map(|_| ())
+            }
             BackendKind::Memcached => {
-                self.send(b"mn\r\n")?;
-                self.read_mc().map(|_| ())
+                self.send(b"mn\r\n").await?;
+                self.read_mc().await.map(|_| ())
             }
         }
     }
@@ -311,7 +392,7 @@ enum Plan {
 
 struct Applier {
     shared: Arc<Shared>,
-    conn: Option<BackendConn>,
+    conn: Option<AsyncConn>,
     identity: Option<String>,
     redis: RedisApplier,
     out: BytesMut,
@@ -351,37 +432,36 @@ impl Applier {
         }
     }
 
-    fn run(mut self, committed: Receiver<Committed>) {
+    async fn run(mut self, mut committed: UnboundedReceiver<Committed>) {
         let mut batch: Vec<Committed> = Vec::with_capacity(BATCH_ENTRIES);
-        self.ensure_backend();
+        block_in_place(|| self.ensure_backend());
         #[allow(clippy::disallowed_methods, reason = "health checks are timed")]
         let mut checked = Instant::now();
         loop {
             if let Some(reason) = self.transfer_needed() {
-                self.transfer_in(reason);
+                block_in_place(|| self.transfer_in(reason));
                 continue;
             }
             // Checked by time, not only when idle: entries that send the
             // backend nothing (barriers) must not hide its loss.
             if checked.elapsed() >= IDLE_CHECK {
-                self.idle_check();
+                self.idle_check().await;
                 checked = Instant::now();
             }
             // A donation in progress may ask to freeze at the applied point
             // between two batches; it is looked for often meanwhile.
             let wait = if self.shared.transfer.tracking() {
                 let redis = &self.redis;
-                self.shared
-                    .transfer
-                    .between_batches(self.point, || redis.watch_state());
+                let (transfer, point) = (&self.shared.transfer, self.point);
+                block_in_place(|| transfer.between_batches(point, || redis.watch_state()));
                 Duration::from_millis(2)
             } else {
                 IDLE_CHECK
             };
-            match committed.recv_timeout(wait) {
-                Ok(c) => batch.push(c),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+            match tokio::time::timeout(wait, committed.recv()).await {
+                Ok(Some(c)) => batch.push(c),
+                Err(_) => continue,
+                Ok(None) => return,
             }
             let mut bytes = batch[0].payload.len();
             while batch.len() < BATCH_ENTRIES && bytes < BATCH_BYTES {
@@ -396,7 +476,7 @@ impl Applier {
             self.taken = batch[batch.len() - 1].index;
             self.skip_transferred(&mut batch);
             if !batch.is_empty() {
-                self.apply(&batch);
+                self.apply(&batch).await;
             }
             batch.clear();
         }
@@ -526,7 +606,11 @@ impl Applier {
         m.diverged.set(0);
         self.point = point;
         self.taken = self.taken.max(point.applied);
-        self.conn = Some(loaded.conn);
+        match loaded.conn.into_async() {
+            Ok(c) => self.conn = Some(c),
+            // Reconnected (same server, so in step) before the next batch.
+            Err(e) => tracing::warn!(error = %e, "backend connection after the transfer"),
+        }
         self.identity = Some(loaded.identity);
         self.redis.forget_connection();
         shared.backend.set_applied(point.applied);
@@ -550,14 +634,17 @@ impl Applier {
         );
     }
 
-    fn idle_check(&mut self) {
+    async fn idle_check(&mut self) {
         if self.shared.backend.state() == BackendState::OutOfStep {
             return;
         }
-        let ok = self.conn.as_mut().is_some_and(|c| c.ping().is_ok());
+        let ok = match self.conn.as_mut() {
+            Some(c) => c.ping().await.is_ok(),
+            None => false,
+        };
         if !ok {
             self.conn = None;
-            self.ensure_backend();
+            block_in_place(|| self.ensure_backend());
         }
     }
 
@@ -603,6 +690,14 @@ impl Applier {
                             return false;
                         }
                     }
+                    let c = match c.into_async() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "backend connection unusable; retrying");
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                    };
                     self.identity = Some(identity);
                     self.redis.forget_connection();
                     self.conn = Some(c);
@@ -646,8 +741,10 @@ impl Applier {
         self.conn = None;
     }
 
-    fn apply(&mut self, batch: &[Committed]) {
-        if !self.ensure_backend() {
+    async fn apply(&mut self, batch: &[Committed]) {
+        let in_step = self.conn.is_some() && self.shared.backend.state() != BackendState::OutOfStep
+            || block_in_place(|| self.ensure_backend());
+        if !in_step {
             let why = format!(
                 "committed, but this node's backend is out of step ({}); not applied here",
                 self.shared.backend.detail()
@@ -669,7 +766,7 @@ impl Applier {
                 self.plans.push((plan.0, plan.1, c.index, k + 1 == count));
             }
         }
-        match self.exchange() {
+        match self.exchange().await {
             Ok(()) => {
                 self.point = batch[batch.len() - 1].point;
                 self.shared
@@ -764,13 +861,13 @@ impl Applier {
     }
 
     /// Sends the batch and reads every reply, delivering the origin's.
-    fn exchange(&mut self) -> Result<(), String> {
+    async fn exchange(&mut self) -> Result<(), String> {
         let shared = self.shared.clone();
         let Some(conn) = self.conn.as_mut() else {
             return Err("no backend connection".into());
         };
         if !self.out.is_empty() {
-            conn.send(&self.out)?;
+            conn.send(&self.out).await?;
         }
         for (plan, tag, index, last) in self.plans.drain(..) {
             let applied = match plan {
@@ -778,7 +875,7 @@ impl Applier {
                 Plan::Redis { replies, client } => {
                     let mut answer = None;
                     for r in 0..replies {
-                        let f = conn.read_frame()?;
+                        let f = conn.read_frame().await?;
                         if r == client {
                             if f.is_error() {
                                 shared.metrics.apply_error_replies.inc();
@@ -792,7 +889,7 @@ impl Applier {
                     answer.map(Applied::Redis)
                 }
                 Plan::McOne => {
-                    let r = conn.read_mc()?;
+                    let r = conn.read_mc().await?;
                     if is_mc_error(&r) {
                         shared.metrics.apply_error_replies.inc();
                     }
@@ -801,7 +898,7 @@ impl Applier {
                 Plan::McUntilNoop => {
                     let mut last = None;
                     loop {
-                        let r = conn.read_mc()?;
+                        let r = conn.read_mc().await?;
                         if matches!(r, McReply::Meta(ref m) if m.status == MetaStatus::Mn) {
                             break;
                         }

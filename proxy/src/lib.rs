@@ -109,10 +109,15 @@ pub async fn run(opts: Options) -> Result<(), String> {
     let (peer_port, peer_addrs) = forward_setup(&opts).await?;
     let mu_opts = opts.mu.clone();
     let (id, max) = (opts.id, opts.max_entry);
-    let (replica, committed) =
-        tokio::task::spawn_blocking(move || mu::node::start(&mu_opts, id, max))
-            .await
-            .map_err(|e| e.to_string())??;
+    // Committed entries wake the applier task straight from the driver.
+    let (deliver, committed) = tokio::sync::mpsc::unbounded_channel();
+    let replica = tokio::task::spawn_blocking(move || {
+        mu::node::start_with(&mu_opts, id, max, move |c| {
+            let _ = deliver.send(c);
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let replica = Arc::new(replica);
     let pending = Arc::new(Pending::new());
     let shared = Arc::new(Shared {
@@ -137,7 +142,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         shared.opts.id,
     )?;
     tokio::spawn(dumps);
-    apply::spawn(shared.clone(), committed).map_err(|e| e.to_string())?;
+    apply::spawn(shared.clone(), committed);
     if let Some(l) = peer_port {
         tokio::spawn(forward::serve(shared.clone(), l));
     }

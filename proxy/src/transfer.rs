@@ -5,7 +5,7 @@
 //! then applies the log from the entry after it.
 //!
 //! ## Why the copy is consistent
-//! On every node the applier thread is the only writer of the backend, and
+//! On every node the applier is the only writer of the backend, and
 //! every write it makes comes from the log. The donor:
 //! 1. starts *tracking*: from now on its applier records every key each
 //!    applied entry may have written (the same table that evaluates WATCH,

@@ -18,7 +18,7 @@ use crate::fabric::{Completion, Fabric};
 use crate::types::EntryId;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -158,6 +158,26 @@ impl Replica {
     where
         F: Fabric + Send + 'static,
     {
+        let (tx, rx) = mpsc::channel();
+        let replica = Replica::start_with(cfg, fabric, options, move |c| {
+            let _ = tx.send(c);
+        })?;
+        Ok((replica, rx))
+    }
+
+    /// [`Replica::start`] handing each committed entry, in log order, to
+    /// `deliver` on the driver thread (which must not block), e.g. to
+    /// wake an asynchronous task directly.
+    pub fn start_with<F, D>(
+        cfg: Config,
+        fabric: F,
+        options: DriverOptions,
+        deliver: D,
+    ) -> Result<Replica, ConfigError>
+    where
+        F: Fabric + Send + 'static,
+        D: FnMut(Committed) + Send + 'static,
+    {
         cfg.validate()?;
         let shared = Arc::new(Shared {
             requests: Mutex::new(VecDeque::new()),
@@ -167,21 +187,17 @@ impl Replica {
             install: Mutex::new(None),
             doze: Doze::default(),
         });
-        let (tx, rx) = mpsc::channel();
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mu-replica-{}", cfg.id))
-            .spawn(move || run(cfg, fabric, s, tx, options))
+            .spawn(move || run(cfg, fabric, s, deliver, options))
             .map_err(|e| ConfigError {
                 problems: vec![format!("cannot start the replica thread: {e}")],
             })?;
-        Ok((
-            Replica {
-                shared,
-                thread: Some(thread),
-            },
-            rx,
-        ))
+        Ok(Replica {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Proposes `payload` and waits until it is committed (returns its
@@ -322,7 +338,7 @@ fn run<F: Fabric>(
     cfg: Config,
     mut fabric: F,
     shared: Arc<Shared>,
-    out: Sender<Committed>,
+    mut deliver: impl FnMut(Committed),
     options: DriverOptions,
 ) {
     #[allow(clippy::disallowed_methods, reason = "the driver is where time enters")]
@@ -379,7 +395,7 @@ fn run<F: Fabric>(
                     Err(ProposeError::Superseded)
                 });
             }
-            let _ = out.send(Committed {
+            deliver(Committed {
                 index: d.index,
                 id: d.id,
                 payload: d.payload.to_vec(),
