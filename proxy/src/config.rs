@@ -124,9 +124,9 @@ pub struct Options {
     /// (ns, one per line) of each write answered since the previous dump.
     #[arg(long, env = "MU_DUMP_DIR", default_value = ".")]
     pub dump_dir: std::path::PathBuf,
-    /// Threads serving clients (and the peer port and HTTP). One event
-    /// loop, like redis-server's, leaves the other cores to the backend,
-    /// the replica's driver and the applier; raise it when parsing the
+    /// Threads serving clients, the peer port, HTTP and the applier. One
+    /// event loop, like redis-server's, leaves the other cores to the
+    /// backend and the replica's driver; raise it when parsing the
     /// clients' requests needs more than one core.
     #[arg(long, env = "MU_WORKER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
