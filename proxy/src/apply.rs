@@ -1,12 +1,15 @@
 //! The applier: committed entries, in log order, into the local backend.
 //!
 //! One task, one backend connection: order on that connection is log
-//! order. The task runs on the sidecar's runtime, so a local client's
-//! reply reaches its task without a thread hop; the rare steps that block
-//! (connecting, state transfer, a donation's freeze) leave the runtime's
-//! thread to the client tasks meanwhile (`block_in_place`). Entries that are already committed are sent in pipelined
+//! order. Entries that are already committed are sent in pipelined
 //! batches; the replies are read back in order, and the origin's client
 //! gets its own reply (see [`crate::payload`]).
+//!
+//! The task runs on the sidecar's runtime, woken by the replica's driver,
+//! so a local client's reply reaches its task without a thread hop. The
+//! rare steps that block (connecting, state transfer, a donation's
+//! freeze) leave the runtime's thread to the client tasks meanwhile
+//! (`block_in_place`).
 //!
 //! The backend going away is handled so that nothing is applied twice or
 //! skipped: between batches (every reply read), the applier reconnects and
@@ -246,9 +249,7 @@ impl BackendConn {
             }
         }
     }
-}
 
-impl BackendConn {
     /// The connection for the applier task (inside the runtime); bytes
     /// already read stay buffered.
     fn into_async(self) -> Result<AsyncConn, String> {
