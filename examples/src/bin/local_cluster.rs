@@ -44,7 +44,9 @@ struct Cli {
     dir: Option<PathBuf>,
 }
 
-struct Procs(Vec<Child>);
+/// The group's processes, killed when the demo ends, and the shm group
+/// whose shared objects (the killed sidecars leave them) go with them.
+struct Procs(Vec<Child>, Option<String>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -52,8 +54,14 @@ impl Drop for Procs {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(group) = &self.1 {
+            mu::node::remove_shm_group(std::path::Path::new(SHM_DIR), group);
+        }
     }
 }
+
+/// Where the sidecars' shm fabric keeps its objects (their default).
+const SHM_DIR: &str = "/dev/shm";
 
 fn free_addr() -> Result<SocketAddr, String> {
     TcpListener::bind("127.0.0.1:0")
@@ -144,7 +152,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let mut procs = Procs(Vec::new());
+    let group = format!("local-{}", std::process::id());
+    let mut procs = Procs(Vec::new(), (cli.fabric == "shm").then(|| group.clone()));
     for b in &backends {
         let port = b.port().to_string();
         let mut cmd = Command::new(&server_bin);
@@ -175,7 +184,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             .args(["--http", &https[i].to_string()])
             .args(["--fabric", &cli.fabric, "--peers", &join(&peers)])
             .args(["--forward-peers", &join(&forwards)])
-            .args(["--group", &format!("local-{}", std::process::id())])
+            .args(["--group", &group, "--shm-dir", SHM_DIR])
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
