@@ -63,10 +63,25 @@ impl Drop for Procs {
 /// Where the sidecars' shm fabric keeps its objects (their default).
 const SHM_DIR: &str = "/dev/shm";
 
+/// Ports the group's servers are given: below the kernel's ephemeral
+/// range (32768 and up), so no outgoing connection or `bind(0)` elsewhere
+/// takes one between this check and the server's own bind; each launcher
+/// starts at a random point and never hands out a port twice.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
 fn free_addr() -> Result<SocketAddr, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free loopback port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>()));
+    let span = PORTS.end - PORTS.start;
+    for _ in 0..span {
+        let port = PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().map_err(|e| e.to_string());
+        }
+    }
+    Err(format!("no free loopback port in {PORTS:?}"))
 }
 
 fn find(program: &str) -> Option<PathBuf> {
