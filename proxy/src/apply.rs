@@ -303,24 +303,26 @@ impl AsyncConn {
         }
     }
 
-    async fn read_frame(&mut self) -> Result<Frame, String> {
+    /// Reads until `decode` takes a whole reply from the buffer.
+    async fn read_with<T, E: std::fmt::Display>(
+        &mut self,
+        decode: impl Fn(&mut Self) -> Result<Option<T>, E>,
+    ) -> Result<T, String> {
         loop {
-            match self.frames.decode(&mut self.buf) {
-                Ok(Some(f)) => return Ok(f),
+            match decode(self) {
+                Ok(Some(r)) => return Ok(r),
                 Ok(None) => self.fill().await?,
                 Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
             }
         }
     }
 
+    async fn read_frame(&mut self) -> Result<Frame, String> {
+        self.read_with(|c| c.frames.decode(&mut c.buf)).await
+    }
+
     async fn read_mc(&mut self) -> Result<McReply, String> {
-        loop {
-            match self.replies.decode(&mut self.buf) {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => self.fill().await?,
-                Err(e) => return Err(format!("backend sent a malformed reply: {e}")),
-            }
-        }
+        self.read_with(|c| c.replies.decode(&mut c.buf)).await
     }
 
     /// A cheap round trip that proves the server is there.
@@ -694,8 +696,7 @@ impl Applier {
                     let c = match c.into_async() {
                         Ok(c) => c,
                         Err(e) => {
-                            tracing::warn!(error = %e, "backend connection unusable; retrying");
-                            std::thread::sleep(Duration::from_millis(100));
+                            self.backend_down(e);
                             continue;
                         }
                     };
@@ -710,23 +711,28 @@ impl Applier {
                     tracing::info!(backend = %self.shared.opts.backend, "backend connected");
                     return true;
                 }
-                Err(e) => {
-                    if health.state() != BackendState::Down {
-                        tracing::error!(error = %e, "backend unreachable; stepping down");
-                        self.shared
-                            .metrics
-                            .backend_errors
-                            .with_label_values(&["connect"])
-                            .inc();
-                    }
-                    health.set(BackendState::Down, e);
-                    self.shared.metrics.backend_up.set(0);
-                    // A node that cannot apply must not lead.
-                    self.shared.replica.pause(true);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                Err(e) => self.backend_down(e),
             }
         }
+    }
+
+    /// The backend cannot be reached (or its connection not used): the
+    /// node steps down, and the next attempt comes after a pause.
+    fn backend_down(&self, e: String) {
+        let health = &self.shared.backend;
+        if health.state() != BackendState::Down {
+            tracing::error!(error = %e, "backend unreachable; stepping down");
+            self.shared
+                .metrics
+                .backend_errors
+                .with_label_values(&["connect"])
+                .inc();
+        }
+        health.set(BackendState::Down, e);
+        self.shared.metrics.backend_up.set(0);
+        // A node that cannot apply must not lead.
+        self.shared.replica.pause(true);
+        std::thread::sleep(Duration::from_millis(100));
     }
 
     fn out_of_step(&mut self, why: String) {
