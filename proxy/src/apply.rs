@@ -766,9 +766,15 @@ impl Applier {
         let me = self.shared.opts.id;
         let kind = self.shared.opts.backend_kind;
         for c in batch {
+            // One copy of the entry; its members' arguments are slices of it.
+            let whole = Bytes::copy_from_slice(&c.payload);
             let ms = members(c);
             let count = ms.len();
             for (k, m) in ms.into_iter().enumerate() {
+                let m = m.map(|(h, body)| {
+                    let at = body.as_ptr() as usize - c.payload.as_ptr() as usize;
+                    (h, whole.slice(at..at + body.len()))
+                });
                 let plan = self.plan(c.index, m, me, kind);
                 self.plans.push((plan.0, plan.1, c.index, k + 1 == count));
             }
@@ -798,7 +804,7 @@ impl Applier {
     fn plan(
         &mut self,
         index: u64,
-        m: Result<(Header, &[u8]), PayloadError>,
+        m: Result<(Header, Bytes), PayloadError>,
         me: u8,
         kind: BackendKind,
     ) -> (Plan, Option<u64>) {
@@ -813,7 +819,7 @@ impl Applier {
         if header.kind != Kind::Write {
             return (Plan::Done(Some(Applied::Barrier)), tag);
         }
-        let entry = Entry::decode(&Bytes::copy_from_slice(body));
+        let entry = Entry::decode(&body);
         if self.shared.transfer.tracking() {
             let r = match &entry {
                 Ok(e @ Entry::Redis(_)) => transfer::redis_keys(e, &mut self.batch_keys),
@@ -876,53 +882,21 @@ impl Applier {
         if !self.out.is_empty() {
             conn.send(&self.out).await?;
         }
-        for (plan, tag, index, last) in self.plans.drain(..) {
-            let applied = match plan {
-                Plan::Done(a) => a,
-                Plan::Redis { replies, client } => {
-                    let mut answer = None;
-                    for r in 0..replies {
-                        let f = conn.read_frame().await?;
-                        if r == client {
-                            if f.is_error() {
-                                shared.metrics.apply_error_replies.inc();
-                            }
-                            answer = Some(f);
-                        } else if f.is_error() {
-                            tracing::warn!(index, reply = %frame_text(&f),
-                                "backend refused a step of a replicated entry");
-                        }
-                    }
-                    answer.map(Applied::Redis)
-                }
-                Plan::McOne => {
-                    let r = conn.read_mc().await?;
-                    if is_mc_error(&r) {
-                        shared.metrics.apply_error_replies.inc();
-                    }
-                    Some(Applied::Memcached(Some(r)))
-                }
-                Plan::McUntilNoop => {
-                    let mut last = None;
-                    loop {
-                        let r = conn.read_mc().await?;
-                        if matches!(r, McReply::Meta(ref m) if m.status == MetaStatus::Mn) {
-                            break;
-                        }
-                        last = Some(r);
-                    }
-                    Some(Applied::Memcached(last))
-                }
-            };
-            shared.digests.fold(index, applied.as_ref());
-            if last {
-                shared.backend.set_applied(index);
-            }
-            if let (Some(tag), Some(a)) = (tag, applied) {
-                shared.pending.complete(tag, a);
-            }
+        // The outcomes read back are handed on together, under one lock
+        // each of the digests and the waiters, also when the connection
+        // breaks half way.
+        let mut done = Vec::with_capacity(self.plans.len());
+        let read = read_outcomes(conn, self.plans.drain(..), &mut done, &shared).await;
+        shared
+            .digests
+            .fold_all(done.iter().map(|d| (d.index, d.applied.as_ref())));
+        if let Some(d) = done.iter().rev().find(|d| d.last) {
+            shared.backend.set_applied(d.index);
         }
-        Ok(())
+        shared
+            .pending
+            .complete_all(done.into_iter().filter_map(|d| Some((d.tag?, d.applied?))));
+        read
     }
 
     fn apply_failed(&mut self, batch: &[Committed]) {
@@ -936,6 +910,71 @@ impl Applier {
             );
         }
     }
+}
+
+/// What applying one payload produced.
+struct Outcome {
+    index: u64,
+    /// The tag of this node's write, if it is one.
+    tag: Option<u64>,
+    applied: Option<Applied>,
+    /// The entry's last payload: the entry is applied.
+    last: bool,
+}
+
+/// Reads the backend's replies for each plan, in order, into `done`.
+async fn read_outcomes(
+    conn: &mut AsyncConn,
+    plans: impl Iterator<Item = (Plan, Option<u64>, u64, bool)>,
+    done: &mut Vec<Outcome>,
+    shared: &Shared,
+) -> Result<(), String> {
+    for (plan, tag, index, last) in plans {
+        let applied = match plan {
+            Plan::Done(a) => a,
+            Plan::Redis { replies, client } => {
+                let mut answer = None;
+                for r in 0..replies {
+                    let f = conn.read_frame().await?;
+                    if r == client {
+                        if f.is_error() {
+                            shared.metrics.apply_error_replies.inc();
+                        }
+                        answer = Some(f);
+                    } else if f.is_error() {
+                        tracing::warn!(index, reply = %frame_text(&f),
+                            "backend refused a step of a replicated entry");
+                    }
+                }
+                answer.map(Applied::Redis)
+            }
+            Plan::McOne => {
+                let r = conn.read_mc().await?;
+                if is_mc_error(&r) {
+                    shared.metrics.apply_error_replies.inc();
+                }
+                Some(Applied::Memcached(Some(r)))
+            }
+            Plan::McUntilNoop => {
+                let mut last = None;
+                loop {
+                    let r = conn.read_mc().await?;
+                    if matches!(r, McReply::Meta(ref m) if m.status == MetaStatus::Mn) {
+                        break;
+                    }
+                    last = Some(r);
+                }
+                Some(Applied::Memcached(last))
+            }
+        };
+        done.push(Outcome {
+            index,
+            tag,
+            applied,
+            last,
+        });
+    }
+    Ok(())
 }
 
 fn is_mc_error(r: &McReply) -> bool {

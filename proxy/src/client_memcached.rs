@@ -8,6 +8,7 @@
 //! failure is counted and logged), as memcached itself behaves.
 
 use crate::conn::{self, Place, ReadBlock};
+use crate::metrics::Tally;
 use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
@@ -140,13 +141,16 @@ struct Client {
 impl Client {
     async fn handle(&mut self, reqs: Vec<McRequest>) -> bool {
         let mut steps = Vec::new();
+        // The clock is read once per batch of requests that arrived
+        // together, and again after each wait for earlier writes.
+        let mut now = crate::client_redis::now_ms();
         for req in reqs {
             if matches!(req, McRequest::Quit) {
                 self.flush(&mut steps).await;
                 return true;
             }
             let ctx = Context {
-                now_ms: crate::client_redis::now_ms(),
+                now_ms: now,
                 applied_index: self.shared.backend.applied(),
             };
             let step = match rewrite_memcached(&req, &ctx) {
@@ -170,6 +174,7 @@ impl Client {
             let switch = conn::starts_new_run(steps.iter().map(Step::place), step.place());
             if switch {
                 self.flush(&mut steps).await;
+                now = crate::client_redis::now_ms();
             }
             steps.push(step);
         }
@@ -201,6 +206,7 @@ impl Client {
             })
             .collect();
         let mut results = replicate::run(&self.shared, entries).await.into_iter();
+        let mut tally = Tally::default();
         let mut out = Vec::with_capacity(steps.len());
         for s in steps.iter() {
             out.push(match s {
@@ -226,7 +232,7 @@ impl Client {
                             )
                         }
                     };
-                    self.shared.count("write", outcome);
+                    tally.add(["write", outcome]);
                     if *noreply {
                         Vec::new()
                     } else {
@@ -235,6 +241,7 @@ impl Client {
                 }
             });
         }
+        tally.add_to(&self.shared.metrics.requests);
         out
     }
 
@@ -258,13 +265,14 @@ impl Client {
             self.local_exchange(&batch).await
         };
         let mut next = 0;
+        let mut tally = Tally::default();
         let mut out = Vec::with_capacity(steps.len());
         for s in steps {
             out.push(match s {
                 Step::Ready(r) => r.iter().cloned().collect(),
                 Step::Write { .. } => vec![server_error("internal ordering error")],
                 Step::Local { read, .. } if blocked(*read) => {
-                    self.shared.count("read", "not_ready");
+                    tally.add(["read", "not_ready"]);
                     let why = match &block {
                         Some(ReadBlock::NotReady(why)) => why.clone(),
                         Some(ReadBlock::Barrier(e)) => e.memcached_error(),
@@ -278,17 +286,18 @@ impl Client {
                         Ok(v) => {
                             let got = v.get(next).cloned().unwrap_or_default();
                             next += 1;
-                            self.shared.count(class, "ok");
+                            tally.add([class, "ok"]);
                             got
                         }
                         Err(e) => {
-                            self.shared.count(class, "error");
+                            tally.add([class, "error"]);
                             vec![server_error(&format!("backend unavailable: {e}"))]
                         }
                     }
                 }
             });
         }
+        tally.add_to(&self.shared.metrics.requests);
         out
     }
 

@@ -12,6 +12,7 @@
 //! - refused commands get an error and change nothing anywhere.
 
 use crate::conn::{self, Place, ReadBlock};
+use crate::metrics::Tally;
 use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
@@ -171,6 +172,9 @@ impl Client {
     /// Handles a batch; returns true when the client asked to quit.
     async fn handle(&mut self, reqs: Vec<Request>) -> bool {
         let mut steps: Vec<Step> = Vec::new();
+        // The clock is read once per batch of requests that arrived
+        // together, and again after each wait for earlier writes.
+        let mut now = now_ms();
         for req in reqs {
             let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
             if is("quit") {
@@ -181,9 +185,10 @@ impl Client {
             // WATCH records the applied index: earlier writes first.
             if is("watch") {
                 self.flush(&mut steps).await;
+                now = now_ms();
             }
             let ctx = Context {
-                now_ms: now_ms(),
+                now_ms: now,
                 applied_index: self.shared.backend.applied(),
             };
             let step = match self.session.rewrite(&req, &ctx) {
@@ -222,6 +227,7 @@ impl Client {
             let switch = conn::starts_new_run(steps.iter().map(Step::place), step.place());
             if switch {
                 self.flush(&mut steps).await;
+                now = now_ms();
             }
             steps.push(step);
         }
@@ -261,6 +267,7 @@ impl Client {
             })
             .collect();
         let mut results = replicate::run(&self.shared, entries).await.into_iter();
+        let mut tally = Tally::default();
         let mut frames = Vec::with_capacity(steps.len());
         for s in steps.iter() {
             frames.push(match s {
@@ -279,12 +286,13 @@ impl Client {
                         ),
                         Err(e) => (e.label(), Frame::error(e.redis_error())),
                     };
-                    self.shared.count("write", outcome);
+                    tally.add(["write", outcome]);
                     frame
                 }
                 Step::Local { .. } => Frame::error("ERR mu-sidecar: internal ordering error"),
             });
         }
+        tally.add_to(&self.shared.metrics.requests);
         frames
     }
 
@@ -309,6 +317,7 @@ impl Client {
             self.local_exchange(&batch).await
         };
         let mut frames = Vec::with_capacity(steps.len());
+        let mut tally = Tally::default();
         let mut next = 0;
         for s in steps {
             let f = match s {
@@ -319,11 +328,11 @@ impl Client {
                     if let (true, Some(b)) = (*read, &block) {
                         match b {
                             ReadBlock::NotReady(why) => {
-                                self.shared.count(class, "not_ready");
+                                tally.add([class, "not_ready"]);
                                 Frame::error(format!("LOADING mu-sidecar: {why}"))
                             }
                             ReadBlock::Barrier(e) => {
-                                self.shared.count(class, e.label());
+                                tally.add([class, e.label()]);
                                 Frame::error(e.redis_error())
                             }
                         }
@@ -338,8 +347,7 @@ impl Client {
                                 Frame::error(format!("ERR mu-sidecar: backend unavailable: {e}"))
                             }
                         };
-                        self.shared
-                            .count(class, if f.is_error() { "error" } else { "ok" });
+                        tally.add([class, if f.is_error() { "error" } else { "ok" }]);
                         self.track_auth(req, &f);
                         f
                     }
@@ -347,6 +355,7 @@ impl Client {
             };
             frames.push(f);
         }
+        tally.add_to(&self.shared.metrics.requests);
         frames
     }
 

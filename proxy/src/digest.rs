@@ -101,7 +101,18 @@ impl Digests {
     /// Folds the reply of one payload of the entry at `index` (an entry
     /// may hold several; they come in order). Entries come in log order.
     pub fn fold(&self, index: u64, applied: Option<&Applied>) {
+        self.fold_all([(index, applied)]);
+    }
+
+    /// [`Digests::fold`] for several payloads in order, under one lock.
+    pub fn fold_all<'a>(&self, applied: impl IntoIterator<Item = (u64, Option<&'a Applied>)>) {
         let mut s = self.lock();
+        for (index, applied) in applied {
+            self.fold_locked(&mut s, index, applied);
+        }
+    }
+
+    fn fold_locked(&self, s: &mut Folding, index: u64, applied: Option<&Applied>) {
         let mut buf = std::mem::take(&mut s.buf);
         buf.clear();
         canonical(applied, &mut buf);

@@ -320,3 +320,32 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
+
+/// Counts of one batch of requests by their label values, added to a
+/// counter vector at once: one label lookup per distinct outcome in the
+/// batch instead of one per request.
+#[derive(Debug)]
+pub struct Tally<const N: usize>(Vec<([&'static str; N], u64)>);
+
+impl<const N: usize> Default for Tally<N> {
+    fn default() -> Self {
+        Tally(Vec::new())
+    }
+}
+
+impl<const N: usize> Tally<N> {
+    /// Counts one request with these label values.
+    pub fn add(&mut self, labels: [&'static str; N]) {
+        match self.0.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((labels, 1)),
+        }
+    }
+
+    /// Adds the counts to `into`.
+    pub fn add_to(self, into: &IntCounterVec) {
+        for (labels, n) in self.0 {
+            into.with_label_values(&labels).inc_by(n);
+        }
+    }
+}

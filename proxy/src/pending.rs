@@ -123,6 +123,16 @@ impl Pending {
         }
     }
 
+    /// [`Pending::complete`] for several writes, under one lock.
+    pub fn complete_all(&self, applied: impl IntoIterator<Item = (u64, Applied)>) {
+        let mut waiters = self.lock();
+        for (tag, a) in applied {
+            if let Some(w) = waiters.remove(&tag) {
+                let _ = w.tx.send(Settled::Applied(a));
+            }
+        }
+    }
+
     /// Tells the waiter of `tag` that its proposal failed.
     pub fn fail(&self, tag: u64, error: mu::ProposeError) {
         if let Some(w) = self.lock().remove(&tag) {

@@ -13,6 +13,7 @@
 //! still gets the reply if the entry commits before the deadline.
 
 use crate::forward::ForwardError;
+use crate::metrics::Tally;
 use crate::payload::{self, Header, Kind};
 use crate::pending::{Applied, Settled};
 use crate::state::Shared;
@@ -216,6 +217,7 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed();
+    let mut tally = Tally::default();
     let mut out = Vec::with_capacity(n);
     for (w, r) in writes.iter().zip(results) {
         let r = r.unwrap_or_else(|| Err(WriteError::TryAgain("not proposed".into())));
@@ -236,13 +238,10 @@ pub async fn run(
             }
             Err(e) => e.label(),
         };
-        shared
-            .metrics
-            .write_outcomes
-            .with_label_values(&[label])
-            .inc();
+        tally.add([label]);
         out.push(r);
     }
+    tally.add_to(&shared.metrics.write_outcomes);
     out
 }
 

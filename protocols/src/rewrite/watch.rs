@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use std::collections::HashMap;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::entry::{RedisEntry, WatchGuard};
 use crate::line::parse_i64;
@@ -21,6 +21,8 @@ pub struct WatchTracker {
     db_wide: HashMap<u32, u64>,
     /// Last index of an entry that may have written anything anywhere.
     all: u64,
+    /// Key positions of the command being recorded (reused).
+    positions: Vec<usize>,
 }
 
 impl Default for WatchTracker {
@@ -29,11 +31,21 @@ impl Default for WatchTracker {
     }
 }
 
+/// XXH3 of the database number (little-endian) followed by the key. The
+/// value is part of the replicated state (a state transfer carries the
+/// buckets), so it must not change; short keys are hashed from the stack.
 fn hash(db: u32, key: &[u8]) -> u64 {
-    let mut buf = Vec::with_capacity(key.len() + 4);
-    buf.extend_from_slice(&db.to_le_bytes());
-    buf.extend_from_slice(key);
-    xxh3_64(&buf)
+    const STACK: usize = 124;
+    if key.len() <= STACK {
+        let mut buf = [0u8; STACK + 4];
+        buf[..4].copy_from_slice(&db.to_le_bytes());
+        buf[4..4 + key.len()].copy_from_slice(key);
+        return xxh3_64(&buf[..4 + key.len()]);
+    }
+    let mut h = Xxh3::new();
+    h.update(&db.to_le_bytes());
+    h.update(key);
+    h.digest()
 }
 
 impl WatchTracker {
@@ -43,6 +55,7 @@ impl WatchTracker {
             buckets: vec![0; buckets.max(1).next_power_of_two()],
             db_wide: HashMap::new(),
             all: 0,
+            positions: Vec::new(),
         }
     }
 
@@ -114,6 +127,7 @@ impl WatchTracker {
             buckets,
             db_wide,
             all,
+            positions: Vec::new(),
         })
     }
 
@@ -128,19 +142,21 @@ impl WatchTracker {
     }
 
     fn record_command(&mut self, index: u64, db: &mut u32, cmd: &[Bytes]) {
-        match command_writes(db, cmd) {
-            Writes::Nothing => {}
-            Writes::Keys(db, keys) => {
-                for k in keys {
-                    let b = self.bucket(db, k);
+        let mut positions = std::mem::take(&mut self.positions);
+        match writes_into(db, cmd, &mut positions) {
+            Scope::Nothing => {}
+            Scope::Keys(db) => {
+                for &p in &positions {
+                    let b = self.bucket(db, &cmd[p]);
                     self.buckets[b] = index;
                 }
             }
-            Writes::Db(db) => {
+            Scope::Db(db) => {
                 self.db_wide.insert(db, index);
             }
-            Writes::Everything => self.all = index,
+            Scope::Everything => self.all = index,
         }
+        self.positions = positions;
     }
 }
 
@@ -164,8 +180,29 @@ pub enum Writes<'a> {
 /// commands write which keys, for WATCH and for anything else that must
 /// follow the writes of the log (e.g. a state transfer's changed keys).
 pub fn command_writes<'a>(db: &mut u32, cmd: &'a [Bytes]) -> Writes<'a> {
+    let mut positions = Vec::new();
+    match writes_into(db, cmd, &mut positions) {
+        Scope::Nothing => Writes::Nothing,
+        Scope::Keys(db) => Writes::Keys(db, positions.into_iter().map(|p| &cmd[p]).collect()),
+        Scope::Db(db) => Writes::Db(db),
+        Scope::Everything => Writes::Everything,
+    }
+}
+
+/// [`Writes`] with the keys left as positions in the command.
+enum Scope {
+    Nothing,
+    /// The keys at the positions written to the buffer, in this database.
+    Keys(u32),
+    Db(u32),
+    Everything,
+}
+
+/// [`command_writes`], writing the written keys' positions in `cmd` to
+/// `positions` (reused across commands) instead of collecting them.
+fn writes_into(db: &mut u32, cmd: &[Bytes], positions: &mut Vec<usize>) -> Scope {
     let Some(spec) = table::lookup_args(cmd) else {
-        return Writes::Nothing;
+        return Scope::Nothing;
     };
     match spec.name {
         "select" => {
@@ -176,31 +213,26 @@ pub fn command_writes<'a>(db: &mut u32, cmd: &'a [Bytes]) -> Writes<'a> {
             {
                 *db = d;
             }
-            return Writes::Nothing;
+            return Scope::Nothing;
         }
         "flushall" | "swapdb" | "move" | "copy" | "function|restore" | "function|flush" => {
-            return Writes::Everything;
+            return Scope::Everything;
         }
-        "flushdb" => return Writes::Db(*db),
+        "flushdb" => return Scope::Db(*db),
         _ => {}
     }
     let class = table::class_of(spec);
     let writes = spec.has_flag("write") || class == CommandClass::Scripting;
     if !writes {
-        return Writes::Nothing;
+        return Scope::Nothing;
     }
     if class == CommandClass::Scripting || spec.has_flag("movablekeys") && spec.key_specs.is_empty()
     {
         // Scripts may touch keys they do not declare.
-        return Writes::Db(*db);
+        return Scope::Db(*db);
     }
-    Writes::Keys(
-        *db,
-        table::key_positions(spec, cmd)
-            .into_iter()
-            .map(|p| &cmd[p])
-            .collect(),
-    )
+    table::key_positions_into(spec, cmd, positions);
+    Scope::Keys(*db)
 }
 
 #[cfg(test)]
@@ -278,6 +310,16 @@ mod tests {
         assert!(!t.conflicts(&[guard(0, "anything", 4)]));
         t.record(6, &entry(0, &["SWAPDB 0 1"]));
         assert!(t.conflicts(&[guard(7, "anything", 5)]));
+    }
+
+    #[test]
+    fn key_hash_is_xxh3_of_db_and_key_at_any_length() {
+        for len in [0, 1, 123, 124, 125, 300] {
+            let key = vec![b'k'; len];
+            let mut whole = 7u32.to_le_bytes().to_vec();
+            whole.extend_from_slice(&key);
+            assert_eq!(hash(7, &key), xxh3_64(&whole), "key of {len} bytes");
+        }
     }
 
     #[test]

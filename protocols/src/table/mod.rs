@@ -8,6 +8,8 @@ mod spec;
 pub mod verify;
 
 pub use memcached::{mc_class, mc_keys, McVerbSpec, MEMCACHED_VERBS};
-pub use redis::{class_of, classify, find, key_positions, lookup, lookup_args, CommandClass};
+pub use redis::{
+    class_of, classify, find, key_positions, key_positions_into, lookup, lookup_args, CommandClass,
+};
 pub use redis_data::REDIS_COMMANDS;
 pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec};

@@ -252,8 +252,16 @@ fn compute_class(spec: &CommandSpec) -> CommandClass {
 /// Commands whose key specs are incomplete (`unknown`) report what the
 /// specs do find.
 pub fn key_positions(spec: &CommandSpec, args: &[impl AsRef<[u8]>]) -> Vec<usize> {
-    let argc = args.len() as i64;
     let mut out = Vec::new();
+    key_positions_into(spec, args, &mut out);
+    out
+}
+
+/// [`key_positions`] into `out` (cleared first), for callers that reuse
+/// one buffer for every command.
+pub fn key_positions_into(spec: &CommandSpec, args: &[impl AsRef<[u8]>], out: &mut Vec<usize>) {
+    out.clear();
+    let argc = args.len() as i64;
     for ks in spec.key_specs {
         let first = match ks.begin {
             BeginSearch::Index(i) => i64::from(i),
@@ -312,11 +320,10 @@ pub fn key_positions(spec: &CommandSpec, args: &[impl AsRef<[u8]>]) -> Vec<usize
         }
     }
     if spec.name == "sort" {
-        sort_store_key(args, &mut out);
+        sort_store_key(args, out);
     }
     out.sort_unstable();
     out.dedup();
-    out
 }
 
 /// `SORT ... STORE dst`: the one key the server's specs leave `unknown`.
