@@ -92,15 +92,15 @@ pub enum EntryError {
     Trailing(usize),
 }
 
-fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
+fn put_bytes(dst: &mut impl BufMut, b: &[u8]) {
     dst.put_u32_le(b.len() as u32);
-    dst.extend_from_slice(b);
+    dst.put_slice(b);
 }
 
 impl Entry {
-    /// Appends the encoded entry to `dst`.
-    pub fn encode(&self, dst: &mut BytesMut) {
-        let start = dst.len();
+    /// Appends the encoded entry to `dst` (a `BytesMut` or a `Vec<u8>`).
+    pub fn encode<B: BufMut + AsMut<[u8]>>(&self, dst: &mut B) {
+        let start = dst.as_mut().len();
         dst.put_u8(ENTRY_VERSION);
         match self {
             Entry::Redis(r) => {
@@ -128,9 +128,10 @@ impl Entry {
                 dst.put_u8(0);
                 dst.put_u8(0);
                 dst.put_u32_le(0);
-                dst.extend_from_slice(wire);
+                dst.put_slice(wire);
             }
         }
+        let dst = dst.as_mut();
         let body = (dst.len() - start - HEADER_LEN) as u32;
         dst[start + 4..start + 8].copy_from_slice(&body.to_le_bytes());
     }

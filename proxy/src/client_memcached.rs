@@ -9,11 +9,11 @@
 
 use crate::conn::{self, Place, ReadBlock};
 use crate::metrics::Tally;
-use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
 use bytes::{Bytes, BytesMut};
+use mu_protocols::entry::Entry;
 use mu_protocols::memcached::{
     McReply, McReplyDecoder, McRequest, McRequestDecoder, MetaStatus, ReplyExpectation,
 };
@@ -29,7 +29,7 @@ enum Step {
     /// Reply known already (`None`: no reply).
     Ready(Option<McReply>),
     /// Replicate; `noreply` requests get no answer whatever happens.
-    Write { entry: Vec<u8>, noreply: bool },
+    Write { entry: Option<Entry>, noreply: bool },
     /// Serve on this client's backend connection.
     Local { req: McRequest, read: bool },
 }
@@ -159,7 +159,7 @@ impl Client {
                     req,
                 },
                 Action::Replicate(entry) => Step::Write {
-                    entry: Vec::from(entry.to_bytes()),
+                    entry: Some(entry),
                     noreply: req.noreply(),
                 },
                 Action::Refuse(r) => {
@@ -201,7 +201,7 @@ impl Client {
         let entries = steps
             .iter_mut()
             .filter_map(|s| match s {
-                Step::Write { entry, .. } => Some((Kind::Write, std::mem::take(entry))),
+                Step::Write { entry, .. } => Some(entry.take()),
                 _ => None,
             })
             .collect();

@@ -13,11 +13,11 @@
 
 use crate::conn::{self, Place, ReadBlock};
 use crate::metrics::Tally;
-use crate::payload::Kind;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
 use bytes::BytesMut;
+use mu_protocols::entry::Entry;
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder, Request, RequestDecoder};
 use mu_protocols::rewrite::{Action, Context, RedisSession};
 use mu_protocols::table::{class_of, lookup, CommandClass};
@@ -31,8 +31,9 @@ use tokio::net::TcpStream;
 enum Step {
     /// Answer known already.
     Ready(Frame),
-    /// Replicate this entry (or barrier) and answer with the applied reply.
-    Write(Kind, Vec<u8>),
+    /// Replicate this entry and answer with the applied reply (taken
+    /// when the run is replicated).
+    Write(Option<Entry>),
     /// Serve on this client's backend connection in database `db`.
     Local { req: Request, db: u32, read: bool },
 }
@@ -202,7 +203,7 @@ impl Client {
                     self.shared.count("write", "noauth");
                     Step::Ready(Frame::error("NOAUTH Authentication required."))
                 }
-                Action::Replicate(entry) => Step::Write(Kind::Write, Vec::from(entry.to_bytes())),
+                Action::Replicate(entry) => Step::Write(Some(entry)),
                 Action::Local => {
                     if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
                         .into_iter()
@@ -259,10 +260,10 @@ impl Client {
     }
 
     async fn run_writes(&mut self, steps: &mut [Step]) -> Vec<Frame> {
-        let entries: Vec<(Kind, Vec<u8>)> = steps
+        let entries: Vec<Option<Entry>> = steps
             .iter_mut()
             .filter_map(|s| match s {
-                Step::Write(k, e) => Some((*k, std::mem::take(e))),
+                Step::Write(e) => Some(e.take()),
                 _ => None,
             })
             .collect();

@@ -2,7 +2,6 @@
 //! loop, grouping a pipeline into runs, and the gate in front of reads.
 
 use crate::config::ReadPolicy;
-use crate::payload::Kind;
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
 use bytes::BytesMut;
@@ -112,7 +111,7 @@ pub async fn read_gate(shared: &Shared, any_read: bool) -> Option<ReadBlock> {
         return Some(ReadBlock::NotReady(why));
     }
     if shared.opts.reads == ReadPolicy::Leader {
-        let r = replicate::run(shared, vec![(Kind::Barrier, Vec::new())]).await;
+        let r = replicate::run(shared, vec![None]).await;
         if let Some(Err(e)) = r.into_iter().next() {
             return Some(ReadBlock::Barrier(e));
         }

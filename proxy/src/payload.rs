@@ -22,6 +22,7 @@
 //! and forwarded ones) into one batch entry: one log write replicates them
 //! all, and every replica applies the members in order.
 
+use mu_protocols::entry::Entry;
 use thiserror::Error;
 
 const VERSION: u8 = 1;
@@ -68,6 +69,23 @@ pub enum PayloadError {
 /// Encodes a payload: the header, then `entry`.
 pub fn encode(header: Header, entry: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + entry.len());
+    put_header(&mut out, header);
+    out.extend_from_slice(entry);
+    out
+}
+
+/// Encodes a payload: the header, then `entry` encoded in place (none for
+/// a barrier).
+pub fn encode_entry(header: Header, entry: Option<&Entry>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + entry.map_or(0, Entry::encoded_len));
+    put_header(&mut out, header);
+    if let Some(e) = entry {
+        e.encode(&mut out);
+    }
+    out
+}
+
+fn put_header(out: &mut Vec<u8>, header: Header) {
     out.push(VERSION);
     out.push(header.origin);
     out.push(match header.kind {
@@ -77,8 +95,6 @@ pub fn encode(header: Header, entry: &[u8]) -> Vec<u8> {
     });
     out.push(0);
     out.extend_from_slice(&header.tag.to_le_bytes());
-    out.extend_from_slice(entry);
-    out
 }
 
 /// Splits a payload into its header and entry bytes.

@@ -18,10 +18,13 @@ use crate::payload::{self, Header, Kind};
 use crate::pending::{Applied, Settled};
 use crate::state::Shared;
 use mu::{NodeId, ProposeError};
+use mu_protocols::entry::Entry;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Why a write has no reply from the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,18 +107,15 @@ enum Started {
     Done(Attempt),
 }
 
-/// Replicates the entries of one run (each a `mu-protocols` entry, or empty
-/// for a read barrier) and returns each one's outcome, in order.
-pub async fn run(
-    shared: &Shared,
-    entries: Vec<(Kind, Vec<u8>)>,
-) -> Vec<Result<Applied, WriteError>> {
+/// Replicates the entries of one run (each a `mu-protocols` entry, or
+/// `None` for a read barrier) and returns each one's outcome, in order.
+pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<Applied, WriteError>> {
     let started = Instant::now();
     let deadline = started + shared.opts.write_deadline();
     let n = entries.len();
     let mut results: Vec<Option<Result<Applied, WriteError>>> = vec![None; n];
     let mut writes = Vec::with_capacity(n);
-    for (i, (kind, entry)) in entries.into_iter().enumerate() {
+    for (i, entry) in entries.into_iter().enumerate() {
         if shared.stopping.load(Ordering::Acquire) {
             results[i] = Some(Err(WriteError::TryAgain(
                 "this sidecar is shutting down".into(),
@@ -124,10 +124,14 @@ pub async fn run(
         let (tag, reply) = shared.pending.register();
         let header = Header {
             origin: shared.opts.id,
-            kind,
+            kind: if entry.is_some() {
+                Kind::Write
+            } else {
+                Kind::Barrier
+            },
             tag,
         };
-        let payload = payload::encode(header, &entry);
+        let payload = payload::encode_entry(header, entry.as_ref());
         if payload.len() > shared.opts.max_entry as usize {
             results[i] = Some(Err(WriteError::Refused(format!(
                 "the write needs {} bytes, over the limit of {} (--max-entry)",
@@ -145,15 +149,30 @@ pub async fn run(
     let mut todo: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
     let mut hint: Option<NodeId> = None;
     let mut last_reason = String::from("no leader");
+    // One timer for the whole run: its writes share the deadline.
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
+    let me = NodeId(shared.opts.id - 1);
     while !todo.is_empty() {
         let target = hint.or_else(|| shared.status().and_then(|s| s.leader));
         let mut started_attempts = Vec::with_capacity(todo.len());
         for &i in &todo {
-            started_attempts.push(start(shared, target, writes[i].tag, &writes[i].payload).await);
+            let (tag, payload) = (writes[i].tag, &writes[i].payload);
+            started_attempts.push(match target {
+                Some(t) if t != me => start_forward(shared, t, payload).await,
+                // This node leads, or it does not know who does: its
+                // replica answers (and names the leader if it knows).
+                _ => start_local(shared, tag, payload),
+            });
         }
         let mut attempts = Vec::with_capacity(todo.len());
         for (s, &i) in started_attempts.into_iter().zip(&todo) {
-            attempts.push(finish(shared, s, &mut writes[i], deadline).await);
+            let w = &mut writes[i];
+            attempts.push(match s {
+                Started::Done(a) => a,
+                Started::Local => finish_local(shared, w, expiry.as_mut()).await,
+                Started::Forwarded(rx) => finish_forwarded(rx, expiry.as_mut()).await,
+            });
         }
         let first_retry = attempts
             .iter()
@@ -245,58 +264,63 @@ pub async fn run(
     out
 }
 
-/// Hands the payload to the leader (or, when this node leads or no leader
-/// is known, to the local replica, which says who leads).
-async fn start(shared: &Shared, target: Option<NodeId>, tag: u64, payload: &[u8]) -> Started {
-    let me = NodeId(shared.opts.id - 1);
-    match target {
-        Some(t) if t != me => match shared.forward.send(t, payload).await {
-            Ok(rx) => {
-                shared.metrics.forwarded.with_label_values(&["sent"]).inc();
-                Started::Forwarded(rx)
-            }
-            Err(ForwardError::NotSent(why)) => {
-                shared
-                    .metrics
-                    .forwarded
-                    .with_label_values(&["unreachable"])
-                    .inc();
-                Started::Done(Attempt::Retry(why, None))
-            }
-        },
-        _ => {
-            if shared.proposer.submit_local(payload.to_vec(), tag) {
-                Started::Local
-            } else {
-                Started::Done(Attempt::Retry("this sidecar is stopping".into(), None))
-            }
+/// Hands the payload to the leader's sidecar.
+async fn start_forward(shared: &Shared, leader: NodeId, payload: &[u8]) -> Started {
+    match shared.forward.send(leader, payload).await {
+        Ok(rx) => {
+            shared.metrics.forwarded.with_label_values(&["sent"]).inc();
+            Started::Forwarded(rx)
+        }
+        Err(ForwardError::NotSent(why)) => {
+            shared
+                .metrics
+                .forwarded
+                .with_label_values(&["unreachable"])
+                .inc();
+            Started::Done(Attempt::Retry(why, None))
         }
     }
 }
 
-async fn finish(shared: &Shared, s: Started, w: &mut Write, deadline: Instant) -> Attempt {
-    let rx = match s {
-        Started::Done(a) => return a,
-        Started::Local => return finish_local(shared, w, deadline).await,
-        Started::Forwarded(rx) => rx,
-    };
-    let outcome = match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(r)) => r,
+/// Hands the payload to the local replica.
+fn start_local(shared: &Shared, tag: u64, payload: &[u8]) -> Started {
+    if shared.proposer.submit_local(payload.to_vec(), tag) {
+        Started::Local
+    } else {
+        Started::Done(Attempt::Retry("this sidecar is stopping".into(), None))
+    }
+}
+
+/// `f`'s output, or `Err(())` once `expiry` (the run's deadline) passed.
+async fn before<F: Future>(expiry: Pin<&mut Sleep>, f: F) -> Result<F::Output, ()> {
+    tokio::select! {
+        biased;
+        out = f => Ok(out),
+        () = expiry => Err(()),
+    }
+}
+
+/// Waits for the outcome the leader's sidecar relays.
+async fn finish_forwarded(
+    rx: oneshot::Receiver<Result<u64, ProposeError>>,
+    expiry: Pin<&mut Sleep>,
+) -> Attempt {
+    match before(expiry, rx).await {
+        Ok(Ok(outcome)) => classify(outcome),
         Ok(Err(_)) => {
-            return Attempt::Uncertain("the leader's sidecar went away after receiving it".into())
+            Attempt::Uncertain("the leader's sidecar went away after receiving it".into())
         }
-        Err(_) => return Attempt::Uncertain("no outcome before the write deadline".into()),
-    };
-    classify(outcome)
+        Err(()) => Attempt::Uncertain("no outcome before the write deadline".into()),
+    }
 }
 
 /// Waits for a locally proposed write: one wake-up, when the applier
 /// applied it or the proposal failed.
-async fn finish_local(shared: &Shared, w: &mut Write, deadline: Instant) -> Attempt {
+async fn finish_local(shared: &Shared, w: &mut Write, expiry: Pin<&mut Sleep>) -> Attempt {
     let Some(rx) = w.reply.as_mut() else {
         return Attempt::Uncertain("awaited twice".into());
     };
-    let settled = tokio::time::timeout_at(deadline, rx).await;
+    let settled = before(expiry, rx).await;
     match settled {
         Ok(Ok(Settled::Applied(a))) => {
             w.reply = None;
@@ -313,8 +337,8 @@ async fn finish_local(shared: &Shared, w: &mut Write, deadline: Instant) -> Atte
         }
         Ok(Err(_)) => Attempt::Uncertain("the sidecar is stopping".into()),
         // Committed but not applied yet: the applier gets its own grace.
-        Err(_) if shared.pending.committed(w.tag) => Attempt::Committed,
-        Err(_) => Attempt::Uncertain("no outcome before the write deadline".into()),
+        Err(()) if shared.pending.committed(w.tag) => Attempt::Committed,
+        Err(()) => Attempt::Uncertain("no outcome before the write deadline".into()),
     }
 }
 

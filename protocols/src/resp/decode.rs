@@ -1,6 +1,6 @@
 //! Incremental, iterative decoder for any RESP2/RESP3 frame (replies).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::head::{parse_head, AggKind, Head};
 use super::Frame;
@@ -61,6 +61,11 @@ impl FrameDecoder {
         if self.pos > buf.len() {
             // The caller replaced the buffer; a resumed scan would be wrong.
             self.reset();
+        }
+        // The reply to nearly every write, taken without a scan or a copy.
+        if self.pos == 0 && buf.starts_with(b"+OK\r\n") {
+            buf.advance(5);
+            return Ok(Some(Frame::simple("OK")));
         }
         let end = match self.scan(buf) {
             Ok(Some(end)) => end,
@@ -326,4 +331,27 @@ fn finish(
             Frame::Bulk(joined.freeze())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ok_reply_is_the_same_frame_whole_or_in_pieces() {
+        let mut d = FrameDecoder::default();
+        let mut whole = BytesMut::from(&b"+OK\r\n+OKAY\r\n+OK\r\n:1\r\n"[..]);
+        assert_eq!(d.decode(&mut whole), Ok(Some(Frame::simple("OK"))));
+        assert_eq!(d.decode(&mut whole), Ok(Some(Frame::simple("OKAY"))));
+        assert_eq!(d.decode(&mut whole), Ok(Some(Frame::simple("OK"))));
+        assert_eq!(d.decode(&mut whole), Ok(Some(Frame::Integer(1))));
+        assert!(whole.is_empty());
+        let mut pieces = BytesMut::from(&b"+O"[..]);
+        assert_eq!(d.decode(&mut pieces), Ok(None));
+        pieces.extend_from_slice(b"K\r");
+        assert_eq!(d.decode(&mut pieces), Ok(None));
+        pieces.extend_from_slice(b"\n");
+        assert_eq!(d.decode(&mut pieces), Ok(Some(Frame::simple("OK"))));
+        assert!(pieces.is_empty());
+    }
 }
