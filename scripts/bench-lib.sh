@@ -72,7 +72,8 @@ leader_port() {
 }
 
 # start_group FABRIC: three redis-servers and sidecars; sets LISTEN, HTTP,
-# BACKEND (ports), BACKEND_PID and SHM_DIR, and waits until all are ready.
+# BACKEND (ports), BACKEND_PID, SIDECAR_PID and SHM_DIR, and waits until
+# all are ready.
 start_group() {
   local fabric=$1 i peers fwd
   peers=()
@@ -81,6 +82,7 @@ start_group() {
   HTTP=()
   BACKEND=()
   BACKEND_PID=()
+  SIDECAR_PID=()
   for i in 0 1 2; do
     peers+=("127.0.0.1:$(free_port)")
     fwd+=("127.0.0.1:$(free_port)")
@@ -97,7 +99,28 @@ start_group() {
       --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
       --group "bench$$" --shm-dir "$SHM_DIR" ${SIDECAR_FLAGS:-} >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
     PIDS+=($!)
+    SIDECAR_PID+=($!)
   done
   for i in 0 1 2; do until_ok "sidecar $((i + 1)) ready" curl -sf "http://${HTTP[$i]}/readyz"; done
   until_ok "a leader" leader_port
+}
+
+# start_nutcracker PORT BACKEND_PORT: nutcracker (twemproxy) on PORT in
+# front of the redis-server on BACKEND_PORT; its pid is $LAST_PID.
+start_nutcracker() {
+  local port=$1 backend=$2
+  cat >"$OUT/nutcracker-$port.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$port
+  redis: true
+  hash: fnv1a_64
+  distribution: ketama
+  servers:
+    - 127.0.0.1:$backend:1
+EOF
+  nutcracker -c "$OUT/nutcracker-$port.yml" -s "$(free_port)" -a 127.0.0.1 \
+    -o "$OUT/nutcracker-$port.log" -p "$OUT/nutcracker-$port.pid" &
+  LAST_PID=$!
+  PIDS+=($!)
+  until_ok "nutcracker on $port" redis_up "$port"
 }

@@ -101,24 +101,11 @@ direct() {
 }
 
 twemproxy() {
-  local run=$1 port proxy stats
+  local run=$1 port proxy
   port=$(free_port)
   proxy=$(free_port)
-  stats=$(free_port)
   start_redis "$port"
-  cat >"$OUT/nutcracker.yml" <<EOF
-bench:
-  listen: 127.0.0.1:$proxy
-  redis: true
-  hash: fnv1a_64
-  distribution: ketama
-  servers:
-    - 127.0.0.1:$port:1
-EOF
-  nutcracker -c "$OUT/nutcracker.yml" -s "$stats" -a 127.0.0.1 \
-    -o "$OUT/nutcracker.log" -p "$OUT/nutcracker.pid" &
-  PIDS+=($!)
-  until_ok "nutcracker on $proxy" redis_up "$proxy"
+  start_nutcracker "$proxy" "$port"
   bench "$run" nutcracker "$proxy"
   stop_all
 }
