@@ -23,12 +23,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-need redis-server redis-server
-need redis-benchmark redis-tools
-need redis-cli redis-tools
+need_group_tools
 need nutcracker nutcracker
-need curl curl
-need python3 python3
 
 cargo build --release -p mu-sidecar --bin mu-sidecar
 SIDECAR=$TARGET/release/mu-sidecar
@@ -103,8 +99,7 @@ sidecars() {
     fi
   done
   measure "$run" "mu-sidecar-$fabric" "$port" "${specs[@]}"
-  stop_all
-  rm -rf "$SHM_DIR"
+  stop_group
 }
 
 for run in $(seq "$RUNS"); do

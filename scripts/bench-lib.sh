@@ -10,6 +10,16 @@ need() {
   }
 }
 
+# need_group_tools: what redis-servers, sidecar groups and redis-benchmark
+# runs need.
+need_group_tools() {
+  need redis-server redis-server
+  need redis-benchmark redis-tools
+  need redis-cli redis-tools
+  need curl curl
+  need python3 python3
+}
+
 PIDS=()
 stop_all() {
   local p
@@ -22,7 +32,7 @@ stop_all() {
 # script (ports picked before their servers bind must not repeat; the list
 # is a file because $(free_port) runs in a subshell).
 TAKEN_PORTS=$(mktemp "${TMPDIR:-/tmp}/bench-ports.XXXXXX")
-trap 'stop_all; rm -f "$TAKEN_PORTS"' EXIT
+trap 'stop_all; rm -f "$TAKEN_PORTS"; rm -rf "${SHM_DIR:-/nonexistent}"' EXIT
 free_port() {
   local p
   while :; do
@@ -53,8 +63,10 @@ redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 start_redis() {
   local port=$1
   shift
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no "$@" \
-    >>"$OUT/redis-$port.log" 2>&1 &
+  # Its own directory: a replica's full sync writes an RDB file there.
+  mkdir -p "$OUT/redis-$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$OUT/redis-$port" "$@" >>"$OUT/redis-$port.log" 2>&1 &
   LAST_PID=$!
   PIDS+=($!)
   until_ok "redis-server on $port" redis_up "$port"
@@ -69,6 +81,12 @@ leader_port() {
     fi
   done
   return 1
+}
+
+# stop_group: stops every process and removes the group's shm objects.
+stop_group() {
+  stop_all
+  rm -rf "$SHM_DIR"
 }
 
 # start_group FABRIC: three redis-servers and sidecars; sets LISTEN, HTTP,

@@ -30,12 +30,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-need redis-server redis-server
-need redis-benchmark redis-tools
-need redis-cli redis-tools
+need_group_tools
 need nutcracker nutcracker
-need curl curl
-need python3 python3
 
 cargo build --release -p mu-sidecar --bin mu-sidecar --example redis_load
 SIDECAR=$TARGET/release/mu-sidecar
@@ -151,8 +147,7 @@ sidecars() {
   start_group "$fabric"
   bench "$run" "mu-sidecar-$fabric" "$(leader_port)" c1
   bench "$run" "mu-sidecar-$fabric" "$(leader_port)" c50P16
-  stop_all
-  rm -rf "$SHM_DIR"
+  stop_group
 }
 
 for run in $(seq "$RUNS"); do

@@ -23,11 +23,7 @@ OUT=${OUT:-target-bench-transfer}
 TARGET=${CARGO_TARGET_DIR:-target}
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-need redis-server redis-server
-need redis-benchmark redis-tools
-need redis-cli redis-tools
-need curl curl
-need python3 python3
+need_group_tools
 
 cargo build --release -p mu-sidecar --bin mu-sidecar
 SIDECAR=$TARGET/release/mu-sidecar
