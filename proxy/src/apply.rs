@@ -402,6 +402,8 @@ struct Applier {
     /// Per payload: what to read back, its origin's tag when it is ours,
     /// its log index, and whether it ends its log entry.
     plans: Vec<(Plan, Option<u64>, u64, bool)>,
+    /// What the plans produced, reused from batch to batch.
+    outcomes: Vec<Outcome>,
     /// Highest index taken from the replica.
     taken: u64,
     /// Entries up to this index are in the backend through a transfer.
@@ -423,6 +425,7 @@ impl Applier {
             redis: RedisApplier::default(),
             out: BytesMut::with_capacity(BATCH_BYTES),
             plans: Vec::with_capacity(BATCH_ENTRIES),
+            outcomes: Vec::with_capacity(BATCH_ENTRIES),
             taken: 0,
             skip_through: 0,
             point: SnapshotPoint {
@@ -885,8 +888,8 @@ impl Applier {
         // The outcomes read back are handed on together, under one lock
         // each of the digests and the waiters, also when the connection
         // breaks half way.
-        let mut done = Vec::with_capacity(self.plans.len());
-        let read = read_outcomes(conn, self.plans.drain(..), &mut done, &shared).await;
+        let done = &mut self.outcomes;
+        let read = read_outcomes(conn, self.plans.drain(..), done, &shared).await;
         shared
             .digests
             .fold_all(done.iter().map(|d| (d.index, d.applied.as_ref())));
@@ -895,7 +898,7 @@ impl Applier {
         }
         shared
             .pending
-            .complete_all(done.into_iter().filter_map(|d| Some((d.tag?, d.applied?))));
+            .complete_all(done.drain(..).filter_map(|d| Some((d.tag?, d.applied?))));
         read
     }
 

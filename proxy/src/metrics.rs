@@ -323,29 +323,85 @@ impl Metrics {
 
 /// Counts of one batch of requests by their label values, added to a
 /// counter vector at once: one label lookup per distinct outcome in the
-/// batch instead of one per request.
+/// batch instead of one per request. The first few distinct outcomes are
+/// kept inline, so a batch allocates nothing.
 #[derive(Debug)]
-pub struct Tally<const N: usize>(Vec<([&'static str; N], u64)>);
+pub struct Tally<const N: usize> {
+    inline: [([&'static str; N], u64); INLINE],
+    used: usize,
+    /// Distinct outcomes beyond the inline ones (rare).
+    more: Vec<([&'static str; N], u64)>,
+}
+
+/// Distinct outcomes a [`Tally`] keeps without allocating.
+const INLINE: usize = 4;
 
 impl<const N: usize> Default for Tally<N> {
     fn default() -> Self {
-        Tally(Vec::new())
+        Tally {
+            inline: [([""; N], 0); INLINE],
+            used: 0,
+            more: Vec::new(),
+        }
     }
 }
 
 impl<const N: usize> Tally<N> {
     /// Counts one request with these label values.
     pub fn add(&mut self, labels: [&'static str; N]) {
-        match self.0.iter_mut().find(|(l, _)| *l == labels) {
+        let (inline, more) = (&mut self.inline[..self.used], &mut self.more);
+        match inline
+            .iter_mut()
+            .chain(more.iter_mut())
+            .find(|(l, _)| *l == labels)
+        {
             Some((_, n)) => *n += 1,
-            None => self.0.push((labels, 1)),
+            None if self.used < INLINE => {
+                self.inline[self.used] = (labels, 1);
+                self.used += 1;
+            }
+            None => self.more.push((labels, 1)),
         }
     }
 
     /// Adds the counts to `into`.
     pub fn add_to(self, into: &IntCounterVec) {
-        for (labels, n) in self.0 {
-            into.with_label_values(&labels).inc_by(n);
+        for (labels, n) in self.inline[..self.used].iter().chain(&self.more) {
+            into.with_label_values(labels).inc_by(*n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_adds_every_outcome_inline_or_beyond() {
+        let vec = IntCounterVec::new(Opts::new("t", "t"), &["class", "outcome"]).unwrap();
+        let mut tally = Tally::default();
+        let outcomes = [
+            "ok",
+            "error",
+            "tryagain",
+            "unknown",
+            "refused",
+            "not_applied",
+        ];
+        for (i, o) in outcomes.iter().enumerate() {
+            for _ in 0..=i {
+                tally.add(["write", o]);
+            }
+        }
+        tally.add(["read", "ok"]);
+        tally.add_to(&vec);
+        for (i, o) in outcomes.iter().enumerate() {
+            assert_eq!(
+                vec.with_label_values(&["write", o]).get(),
+                i as u64 + 1,
+                "{o}"
+            );
+        }
+        assert_eq!(vec.with_label_values(&["read", "ok"]).get(), 1);
     }
 }
