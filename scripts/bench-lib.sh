@@ -1,6 +1,8 @@
 # Shared by the benchmark scripts: process bookkeeping, free ports, waits,
 # redis-server and mu-sidecar groups. Source it after setting OUT (the
 # directory for logs) and, for sidecar groups, SIDECAR (the binary).
+# BACKEND_VIA=unix puts each redis-server on a Unix socket as well, which
+# sidecars and nutcracker then reach it through (default: tcp).
 # shellcheck shell=bash
 
 need() {
@@ -57,6 +59,19 @@ until_ok() {
   exit 1
 }
 
+# redis_socket PORT: the Unix socket of the redis-server on PORT.
+redis_socket() { echo "$OUT/redis-$1/redis.sock"; }
+
+# backend_addr PORT: how a proxy reaches the redis-server on PORT
+# (BACKEND_VIA).
+backend_addr() {
+  case "${BACKEND_VIA:-tcp}" in
+    tcp) echo "127.0.0.1:$1" ;;
+    unix) echo "unix:$(redis_socket "$1")" ;;
+    *) echo "$(basename "$0"): BACKEND_VIA is tcp or unix, not $BACKEND_VIA" >&2; exit 1 ;;
+  esac
+}
+
 redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 # start_redis PORT [extra redis-server args]; its pid is $LAST_PID.
@@ -66,7 +81,8 @@ start_redis() {
   # Its own directory: a replica's full sync writes an RDB file there.
   mkdir -p "$OUT/redis-$port"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$OUT/redis-$port" "$@" >>"$OUT/redis-$port.log" 2>&1 &
+    --dir "$OUT/redis-$port" --unixsocket "$(redis_socket "$port")" \
+    "$@" >>"$OUT/redis-$port.log" 2>&1 &
   LAST_PID=$!
   PIDS+=($!)
   until_ok "redis-server on $port" redis_up "$port"
@@ -112,7 +128,7 @@ start_group() {
     BACKEND+=("$(free_port)")
     start_redis "${BACKEND[$i]}"
     BACKEND_PID+=("$LAST_PID")
-    "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "127.0.0.1:${BACKEND[$i]}" \
+    "$SIDECAR" --id $((i + 1)) --nodes 3 --backend-kind redis --backend "$(backend_addr "${BACKEND[$i]}")" \
       --listen "${LISTEN[$i]}" --http "${HTTP[$i]}" --fabric "$fabric" \
       --peers "$(IFS=,; echo "${peers[*]}")" --forward-peers "$(IFS=,; echo "${fwd[*]}")" \
       --group "bench$$" --shm-dir "$SHM_DIR" ${SIDECAR_FLAGS:-} >"$OUT/sidecar-$fabric-$((i + 1)).log" 2>&1 &
@@ -126,7 +142,10 @@ start_group() {
 # start_nutcracker PORT BACKEND_PORT: nutcracker (twemproxy) on PORT in
 # front of the redis-server on BACKEND_PORT; its pid is $LAST_PID.
 start_nutcracker() {
-  local port=$1 backend=$2
+  local port=$1 backend server
+  backend=$(backend_addr "$2")
+  # nutcracker names a Unix socket by its path alone.
+  server=${backend#unix:}
   cat >"$OUT/nutcracker-$port.yml" <<EOF
 bench:
   listen: 127.0.0.1:$port
@@ -134,7 +153,7 @@ bench:
   hash: fnv1a_64
   distribution: ketama
   servers:
-    - 127.0.0.1:$backend:1
+    - $server:1
 EOF
   nutcracker -c "$OUT/nutcracker-$port.yml" -s "$(free_port)" -a 127.0.0.1 \
     -o "$OUT/nutcracker-$port.log" -p "$OUT/nutcracker-$port.pid" &

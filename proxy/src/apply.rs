@@ -21,6 +21,7 @@
 //! ([`crate::transfer`]); the same happens when its replica fell behind
 //! the recycled part of the log.
 
+use crate::backend::{AsyncStream, Stream};
 use crate::config::BackendKind;
 use crate::payload::{self, Header, Kind, PayloadError};
 use crate::pending::Applied;
@@ -36,7 +37,6 @@ use mu_protocols::memcached::{
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
 use mu_protocols::rewrite::{ApplyPlan, RedisApplier};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ pub fn spawn(shared: Arc<Shared>, committed: UnboundedReceiver<Committed>) {
 /// A blocking connection to the backend.
 #[derive(Debug)]
 pub struct BackendConn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     kind: BackendKind,
     frames: FrameDecoder,
@@ -75,9 +75,10 @@ impl BackendConn {
     /// returns the connection with the server's identity.
     pub fn connect(shared: &Shared) -> Result<(BackendConn, String), String> {
         let o = &shared.opts;
-        let stream = TcpStream::connect_timeout(&o.backend, Duration::from_secs(1))
+        let stream = o
+            .backend
+            .connect(Duration::from_secs(1))
             .map_err(|e| format!("cannot connect to {}: {e}", o.backend))?;
-        let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(BACKEND_TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -253,11 +254,9 @@ impl BackendConn {
     /// The connection for the applier task (inside the runtime); bytes
     /// already read stay buffered.
     fn into_async(self) -> Result<AsyncConn, String> {
-        let stream = self.stream;
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| format!("backend connection: {e}"))?;
-        let stream = tokio::net::TcpStream::from_std(stream)
+        let stream = self
+            .stream
+            .into_async()
             .map_err(|e| format!("backend connection: {e}"))?;
         Ok(AsyncConn {
             stream,
@@ -272,7 +271,7 @@ impl BackendConn {
 /// The applier's connection to the backend, on the runtime.
 #[derive(Debug)]
 struct AsyncConn {
-    stream: tokio::net::TcpStream,
+    stream: AsyncStream,
     buf: BytesMut,
     frames: FrameDecoder,
     replies: McReplyDecoder,

@@ -7,6 +7,7 @@
 //! A request sent with `noreply` gets no reply, even when it fails (the
 //! failure is counted and logged), as memcached itself behaves.
 
+use crate::backend::AsyncStream;
 use crate::conn::{self, Place, ReadBlock};
 use crate::metrics::Tally;
 use crate::pending::Applied;
@@ -45,7 +46,7 @@ impl Step {
 }
 
 struct LocalConn {
-    stream: TcpStream,
+    stream: AsyncStream,
     buf: BytesMut,
     replies: McReplyDecoder,
 }
@@ -303,10 +304,11 @@ impl Client {
 
     async fn local_exchange(&mut self, batch: &[&McRequest]) -> Result<Vec<Vec<McReply>>, String> {
         if self.backend.is_none() {
-            let stream = TcpStream::connect(self.shared.opts.backend)
+            let backend = &self.shared.opts.backend;
+            let stream = backend
+                .connect_async()
                 .await
-                .map_err(|e| format!("cannot reach {}: {e}", self.shared.opts.backend))?;
-            let _ = stream.set_nodelay(true);
+                .map_err(|e| format!("cannot reach {backend}: {e}"))?;
             self.backend = Some(LocalConn {
                 stream,
                 buf: BytesMut::with_capacity(16 << 10),

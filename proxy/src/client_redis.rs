@@ -11,6 +11,7 @@
 //!   client always reads its own writes;
 //! - refused commands get an error and change nothing anywhere.
 
+use crate::backend::AsyncStream;
 use crate::conn::{self, Place, ReadBlock};
 use crate::metrics::Tally;
 use crate::pending::Applied;
@@ -50,7 +51,7 @@ impl Step {
 
 /// This client's own connection to the backend.
 struct LocalConn {
-    stream: TcpStream,
+    stream: AsyncStream,
     buf: BytesMut,
     frames: FrameDecoder,
     db: u32,
@@ -58,10 +59,11 @@ struct LocalConn {
 
 impl LocalConn {
     async fn connect(shared: &Shared) -> Result<LocalConn, String> {
-        let stream = TcpStream::connect(shared.opts.backend)
+        let backend = &shared.opts.backend;
+        let stream = backend
+            .connect_async()
             .await
-            .map_err(|e| format!("cannot reach the backend at {}: {e}", shared.opts.backend))?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|e| format!("cannot reach the backend at {backend}: {e}"))?;
         Ok(LocalConn {
             stream,
             buf: BytesMut::with_capacity(16 << 10),

@@ -27,6 +27,7 @@
 //!   latency dump on SIGUSR1.
 
 pub mod apply;
+pub mod backend;
 pub mod client_memcached;
 pub mod client_redis;
 pub mod config;

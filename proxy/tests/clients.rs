@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{python_with, redis_snapshot, run_ok, tool, wait_for, Cluster, Kind};
+use common::{
+    python_with, redis_snapshot, run_ok, sidecar_program, tool, wait_for, Cluster, Kind, McClient,
+};
+use mu_protocols::memcached::McReply;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -216,6 +219,90 @@ fn pymemcache_and_memcslap_work_through_a_follower() {
             );
         }
     }
+}
+
+/// Servers reached over Unix sockets (`--backend unix:PATH`): redis-benchmark
+/// pipelines through a follower and every redis-server ends up with the
+/// same data; memcached (which then listens on nothing else) serves every
+/// node's reads with what was written through a follower. A malformed
+/// `--backend` stops the sidecar with a message that shows both forms.
+#[test]
+fn servers_on_unix_sockets_work_behind_every_node() {
+    let c = Cluster::start_unix(Kind::Redis, 3, "shm");
+    let port = c.nodes[follower(&c)].listen.port().to_string();
+    let out = run_ok(
+        Command::new(tool("redis-benchmark", "redis-tools")).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "set,incr",
+            "-n",
+            "2000",
+            "-P",
+            "16",
+            "-q",
+        ]),
+        b"",
+        CLIENT_LIMIT,
+    );
+    assert!(
+        !out.contains("rror"),
+        "redis-benchmark reported a problem:\n{out}"
+    );
+    let data = redis_backends_agree(&c);
+    let counter = data.iter().find(|k| k.1 == "counter:__rand_int__");
+    assert_eq!(
+        counter.map(|k| k.3.clone()),
+        Some(vec!["2000".to_string()]),
+        "{data:?}"
+    );
+    drop(c);
+
+    let c = Cluster::start_unix(Kind::Memcached, 3, "tcp");
+    let f = follower(&c);
+    let mut w = McClient::connect(c.nodes[f].listen).unwrap();
+    for i in 0..50 {
+        let set = format!("set k{i} {i} 0 2\r\n{i:02}\r\n");
+        assert_eq!(w.call(set.as_bytes()).unwrap(), McReply::Stored);
+    }
+    assert_eq!(w.call(b"incr k7 10\r\n").unwrap(), McReply::Number(17));
+    settle(&c);
+    for n in &c.nodes {
+        let mut r = McClient::connect(n.listen).unwrap();
+        for i in 0..50 {
+            let want = if i == 7 {
+                "17".to_string()
+            } else {
+                format!("{i:02}")
+            };
+            match r.call(format!("get k{i}\r\n").as_bytes()).unwrap() {
+                McReply::Values(v) if v.len() == 1 => {
+                    assert_eq!(
+                        String::from_utf8_lossy(&v[0].data),
+                        want,
+                        "k{i} on node {}",
+                        n.id
+                    );
+                    assert_eq!(v[0].flags, i, "flags of k{i} on node {}", n.id);
+                }
+                other => panic!("get k{i} on node {} answered {other:?}", n.id),
+            }
+        }
+    }
+
+    let args = ["--backend", "localhost"];
+    let out = Command::new(sidecar_program(&args).unwrap())
+        .args(args)
+        .output()
+        .expect("mu-sidecar runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a malformed --backend was accepted");
+    assert!(
+        err.contains("ip:port") && err.contains("unix:/path"),
+        "{err}"
+    );
 }
 
 /// The path of a script in tests/python.

@@ -211,10 +211,21 @@ pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
 
 /// Starts a backend on `addr` and waits until it answers.
 pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
+    launch_backend(kind, addr, None)
+}
+
+/// Starts a backend that listens on the Unix socket `path` (redis-server
+/// also on `addr`; memcached, whose `-s` turns TCP off, only on `path`).
+pub fn start_backend_unix(kind: Kind, addr: SocketAddr, path: &Path) -> Proc {
+    launch_backend(kind, addr, Some(path))
+}
+
+fn launch_backend(kind: Kind, addr: SocketAddr, socket: Option<&Path>) -> Proc {
     let port = addr.port().to_string();
-    let child = match kind {
-        Kind::Redis => Command::new(tool("redis-server", "redis-server"))
-            .args([
+    let mut cmd = match kind {
+        Kind::Redis => {
+            let mut c = Command::new(tool("redis-server", "redis-server"));
+            c.args([
                 "--port",
                 &port,
                 "--bind",
@@ -223,22 +234,41 @@ pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
                 "",
                 "--appendonly",
                 "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn(),
-        Kind::Memcached => Command::new(tool("memcached", "memcached"))
-            .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
-            .stdout(Stdio::null())
-            .spawn(),
-    }
-    .expect("the backend starts");
+            ]);
+            if let Some(path) = socket {
+                c.arg("--unixsocket").arg(path);
+            }
+            c
+        }
+        Kind::Memcached => {
+            let mut c = Command::new(tool("memcached", "memcached"));
+            match socket {
+                Some(path) => c.arg("-s").arg(path),
+                None => c.args(["-l", "127.0.0.1", "-p", &port]),
+            };
+            c.args(["-U", "0", "-u", "root"]);
+            c
+        }
+    };
+    let child = cmd
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the backend starts");
     let p = Proc {
         child: Some(child),
-        name: format!("{kind:?} on {addr}"),
+        name: format!(
+            "{kind:?} on {}",
+            socket.map_or(addr.to_string(), |s| s.display().to_string())
+        ),
     };
-    wait_for(Duration::from_secs(10), "the backend to listen", || {
-        TcpStream::connect(addr).ok()
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the backend to listen",
+        || match socket {
+            Some(path) => std::os::unix::net::UnixStream::connect(path).ok().map(drop),
+            None => TcpStream::connect(addr).ok().map(drop),
+        },
+    );
     p
 }
 
@@ -249,7 +279,11 @@ pub struct Node {
     pub proc: Proc,
     pub listen: SocketAddr,
     pub http: SocketAddr,
+    /// The server's TCP address (for a memcached on a Unix socket, nothing
+    /// listens there).
     pub backend: SocketAddr,
+    /// The server's Unix socket, when the sidecar reaches it through one.
+    pub backend_socket: Option<PathBuf>,
     pub backend_proc: Proc,
     pub args: Vec<String>,
     pub log: PathBuf,
@@ -306,13 +340,37 @@ impl Cluster {
         per_node: impl Fn(u8) -> Vec<String>,
         ready: Duration,
     ) -> Cluster {
+        Cluster::launch(kind, n, fabric, extra, per_node, ready, false)
+    }
+
+    /// [`Cluster::start`] with each sidecar reaching its server over a Unix
+    /// socket (`--backend unix:PATH`).
+    pub fn start_unix(kind: Kind, n: u8, fabric: &str) -> Cluster {
+        let ready = Duration::from_secs(30);
+        Cluster::launch(kind, n, fabric, &[], |_| Vec::new(), ready, true)
+    }
+
+    fn launch(
+        kind: Kind,
+        n: u8,
+        fabric: &str,
+        extra: &[&str],
+        per_node: impl Fn(u8) -> Vec<String>,
+        ready: Duration,
+        unix: bool,
+    ) -> Cluster {
         let dir = temp_dir(fabric);
         let peers: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let forward: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let group = format!("t{}", rand_u32());
         let mut nodes = Vec::new();
         for id in 1..=n {
-            let (backend_proc, backend) = start_backend(kind);
+            let backend = free_addr();
+            let backend_socket = unix.then(|| dir.join(format!("backend-{id}.sock")));
+            let backend_proc = match &backend_socket {
+                Some(path) => start_backend_unix(kind, backend, path),
+                None => start_backend_on(kind, backend),
+            };
             let listen = free_addr();
             let http = free_addr();
             let mut args: Vec<String> = vec![
@@ -323,7 +381,10 @@ impl Cluster {
                 "--backend-kind".into(),
                 kind.name().into(),
                 "--backend".into(),
-                backend.to_string(),
+                match &backend_socket {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => backend.to_string(),
+                },
                 "--listen".into(),
                 listen.to_string(),
                 "--http".into(),
@@ -349,6 +410,7 @@ impl Cluster {
                 listen,
                 http,
                 backend,
+                backend_socket,
                 backend_proc,
                 args,
                 log,
