@@ -56,14 +56,22 @@ impl Samples {
 
     /// Records one sample, in ns.
     pub fn record(&self, ns: u64) {
+        self.record_n(ns, 1);
+    }
+
+    /// Records `n` samples of the same value (the writes of one run,
+    /// answered together), under one lock.
+    pub fn record_n(&self, ns: u64, n: usize) {
         let mut r = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        if r.buf.len() < r.cap {
-            r.buf.push(ns);
-        } else {
-            let at = r.next;
-            r.buf[at] = ns;
-            r.next = (at + 1) % r.cap;
-            r.overwritten += 1;
+        for _ in 0..n {
+            if r.buf.len() < r.cap {
+                r.buf.push(ns);
+            } else {
+                let at = r.next;
+                r.buf[at] = ns;
+                r.next = (at + 1) % r.cap;
+                r.overwritten += 1;
+            }
         }
     }
 
@@ -149,6 +157,12 @@ mod tests {
         assert_eq!(s.take(), (vec![], 0));
         s.record(9);
         assert_eq!(s.take(), (vec![9], 0));
+        // A run's samples, in one call, fill and wrap the ring alike.
+        s.record(1);
+        s.record_n(7, 3);
+        assert_eq!(s.take(), (vec![7, 7, 7], 1));
+        s.record_n(8, 0);
+        assert_eq!(s.take(), (vec![], 0));
     }
 
     #[test]

@@ -96,10 +96,24 @@ impl Pending {
         }
     }
 
-    /// A fresh tag and the receiver its outcome will arrive on.
-    pub fn register(&self) -> (u64, oneshot::Receiver<Settled>) {
-        let tag = self.next.fetch_add(1, Ordering::Relaxed);
-        (tag, self.wait_again(tag))
+    /// `n` fresh tags (one per write of a run), each with the receiver its
+    /// outcome will arrive on; one lock for all.
+    pub fn register_run(&self, n: usize) -> Vec<(u64, oneshot::Receiver<Settled>)> {
+        let first = self.next.fetch_add(n as u64, Ordering::Relaxed);
+        let mut waiters = self.lock();
+        (first..first + n as u64)
+            .map(|tag| {
+                let (tx, rx) = oneshot::channel();
+                waiters.insert(
+                    tag,
+                    Waiter {
+                        tx,
+                        committed: false,
+                    },
+                );
+                (tag, rx)
+            })
+            .collect()
     }
 
     /// A new receiver for `tag` (after a failed proposal of it is proposed
@@ -174,5 +188,31 @@ impl Pending {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_gets_distinct_tags_and_each_waiter_its_own_outcome() {
+        let p = Pending::new();
+        let run = p.register_run(3);
+        let more = p.register_run(1);
+        let mut tags: Vec<u64> = run.iter().chain(&more).map(|(t, _)| *t).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), 4, "tags repeat: {tags:?}");
+        let [(a, mut ra), (b, mut rb), (c, mut rc)]: [_; 3] = run.try_into().unwrap();
+        p.complete_all([(c, Applied::Barrier), (a, Applied::NotApplied("a".into()))]);
+        assert_eq!(
+            ra.try_recv(),
+            Ok(Settled::Applied(Applied::NotApplied("a".into())))
+        );
+        assert_eq!(rc.try_recv(), Ok(Settled::Applied(Applied::Barrier)));
+        assert!(rb.try_recv().is_err(), "b was not applied yet");
+        p.complete(b, Applied::Barrier);
+        assert_eq!(rb.try_recv(), Ok(Settled::Applied(Applied::Barrier)));
     }
 }

@@ -16,12 +16,13 @@
 
 use crate::payload::{self, MEMBER_OVERHEAD};
 use crate::pending::Pending;
+use bytes::Bytes;
 use mu::{ProposeError, Replica};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 type Outcome = Result<u64, ProposeError>;
-type Item = (Vec<u8>, Done);
+type Item = (Bytes, Done);
 
 /// Where a proposal's outcome goes.
 #[derive(Debug)]
@@ -82,14 +83,14 @@ impl Proposer {
     /// once committed), or is dropped if the sidecar is stopping.
     pub fn submit(&self, payload: Vec<u8>) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send((payload, Done::Relay(tx)));
+        let _ = self.tx.send((Bytes::from(payload), Done::Relay(tx)));
         rx
     }
 
     /// Proposes a local write registered in [`Pending`] under `tag`: a
     /// commit marks it there, a failure settles it there. Returns false if
     /// the sidecar is stopping (nothing was proposed).
-    pub fn submit_local(&self, payload: Vec<u8>, tag: u64) -> bool {
+    pub fn submit_local(&self, payload: Bytes, tag: u64) -> bool {
         self.tx.send((payload, Done::Local(tag))).is_ok()
     }
 }
@@ -131,7 +132,7 @@ async fn run(
         loaded = batch.len() > 1;
         if batch.len() == 1 {
             let (p, done) = batch.pop().expect("one item");
-            replica.submit(p, move |r| settle([done], &pending, &r));
+            replica.submit(Vec::from(p), move |r| settle([done], &pending, &r));
             continue;
         }
         let packed = payload::encode_batch(batch.iter().map(|(p, _)| &p[..]));

@@ -17,6 +17,7 @@ use crate::metrics::Tally;
 use crate::payload::{self, Header, Kind};
 use crate::pending::{Applied, Settled};
 use crate::state::Shared;
+use bytes::Bytes;
 use mu::{NodeId, ProposeError};
 use mu_protocols::entry::Entry;
 use std::future::Future;
@@ -82,7 +83,8 @@ struct Write {
     tag: u64,
     /// Its waiter in [`crate::pending::Pending`]; `None` once settled.
     reply: Option<oneshot::Receiver<Settled>>,
-    payload: Vec<u8>,
+    /// Encoded once; each attempt hands the replica a reference to it.
+    payload: Bytes,
 }
 
 /// How one attempt to propose ended.
@@ -115,13 +117,13 @@ pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<App
     let n = entries.len();
     let mut results: Vec<Option<Result<Applied, WriteError>>> = vec![None; n];
     let mut writes = Vec::with_capacity(n);
-    for (i, entry) in entries.into_iter().enumerate() {
+    let registered = shared.pending.register_run(n);
+    for (i, (entry, (tag, reply))) in entries.into_iter().zip(registered).enumerate() {
         if shared.stopping.load(Ordering::Acquire) {
             results[i] = Some(Err(WriteError::TryAgain(
                 "this sidecar is shutting down".into(),
             )));
         }
-        let (tag, reply) = shared.pending.register();
         let header = Header {
             origin: shared.opts.id,
             kind: if entry.is_some() {
@@ -131,7 +133,7 @@ pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<App
             },
             tag,
         };
-        let payload = payload::encode_entry(header, entry.as_ref());
+        let payload = Bytes::from(payload::encode_entry(header, entry.as_ref()));
         if payload.len() > shared.opts.max_entry as usize {
             results[i] = Some(Err(WriteError::Refused(format!(
                 "the write needs {} bytes, over the limit of {} (--max-entry)",
@@ -238,6 +240,7 @@ pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<App
     let elapsed = started.elapsed();
     let mut tally = Tally::default();
     let mut out = Vec::with_capacity(n);
+    let mut ok = 0;
     for (w, r) in writes.iter().zip(results) {
         let r = r.unwrap_or_else(|| Err(WriteError::TryAgain("not proposed".into())));
         if r.is_err() {
@@ -245,14 +248,11 @@ pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<App
         }
         let label = match &r {
             Ok(_) => {
+                ok += 1;
                 shared
                     .metrics
                     .replication_latency
                     .observe(elapsed.as_secs_f64());
-                shared
-                    .metrics
-                    .latency_samples
-                    .record(elapsed.as_nanos() as u64);
                 "ok"
             }
             Err(e) => e.label(),
@@ -260,6 +260,11 @@ pub async fn run(shared: &Shared, entries: Vec<Option<Entry>>) -> Vec<Result<App
         tally.add([label]);
         out.push(r);
     }
+    // Every write of the run was answered at the same moment.
+    shared
+        .metrics
+        .latency_samples
+        .record_n(elapsed.as_nanos() as u64, ok);
     tally.add_to(&shared.metrics.write_outcomes);
     out
 }
@@ -283,8 +288,8 @@ async fn start_forward(shared: &Shared, leader: NodeId, payload: &[u8]) -> Start
 }
 
 /// Hands the payload to the local replica.
-fn start_local(shared: &Shared, tag: u64, payload: &[u8]) -> Started {
-    if shared.proposer.submit_local(payload.to_vec(), tag) {
+fn start_local(shared: &Shared, tag: u64, payload: &Bytes) -> Started {
+    if shared.proposer.submit_local(payload.clone(), tag) {
         Started::Local
     } else {
         Started::Done(Attempt::Retry("this sidecar is stopping".into(), None))
