@@ -72,6 +72,23 @@ backend_addr() {
   esac
 }
 
+# pin CPU PID...: every thread of each PID runs on CPU only from now on.
+pin() {
+  local cpu=$1 pid
+  shift
+  for pid in "$@"; do taskset -a -p -c "$cpu" "$pid" >/dev/null; done
+}
+
+# leader_index: 0, 1 or 2, the group's leader (from LISTEN and leader_port).
+leader_index() {
+  local port i
+  port=$(leader_port) || return 1
+  for i in 0 1 2; do
+    [ "${LISTEN[$i]##*:}" = "$port" ] && { echo "$i"; return 0; }
+  done
+  return 1
+}
+
 redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 # start_redis PORT [extra redis-server args]; its pid is $LAST_PID.
