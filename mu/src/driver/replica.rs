@@ -433,8 +433,14 @@ fn run<F: Fabric>(
         // do not end a nap. So do a recent proposal (the next one is
         // likely near) and an election in progress (its steps are fabric
         // completions too).
+        let progress = busy;
         busy |= !waiters.is_empty() || now < poll_until || core.role() == RoleKind::Candidate;
         idle = if busy { 0 } else { idle + 1 };
+        if !progress && !waiters.is_empty() {
+            // Awake only to wait: let the threads this core also runs go
+            // first (the client, the backend, the sidecar's event loop).
+            std::thread::yield_now();
+        }
         if let Some(nap) = options.idle_sleep {
             if idle >= options.idle_spins {
                 shared.doze.nap(nap, || {
