@@ -128,21 +128,7 @@ fn redis_benchmark_and_redis_py_work_through_a_follower() {
     let c = Cluster::start(Kind::Redis, 3, "shm", &[]);
     let f = follower(&c);
     let port = c.nodes[f].listen.port().to_string();
-    let out = run_ok(
-        Command::new(tool("redis-benchmark", "redis-tools")).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "set,get,incr,lpush",
-            "-n",
-            "2000",
-            "-q",
-        ]),
-        b"",
-        CLIENT_LIMIT,
-    );
+    let out = redis_benchmark(&port, &["-t", "set,get,incr,lpush", "-n", "2000", "-q"]);
     for test in ["SET", "GET", "INCR", "LPUSH"] {
         assert!(
             out.lines()
@@ -230,23 +216,7 @@ fn pymemcache_and_memcslap_work_through_a_follower() {
 fn servers_on_unix_sockets_work_behind_every_node() {
     let c = Cluster::start_unix(Kind::Redis, 3, "shm");
     let port = c.nodes[follower(&c)].listen.port().to_string();
-    let out = run_ok(
-        Command::new(tool("redis-benchmark", "redis-tools")).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "set,incr",
-            "-n",
-            "2000",
-            "-P",
-            "16",
-            "-q",
-        ]),
-        b"",
-        CLIENT_LIMIT,
-    );
+    let out = redis_benchmark(&port, &["-t", "set,incr", "-n", "2000", "-P", "16", "-q"]);
     assert!(
         !out.contains("rror"),
         "redis-benchmark reported a problem:\n{out}"
@@ -303,6 +273,17 @@ fn servers_on_unix_sockets_work_behind_every_node() {
         err.contains("ip:port") && err.contains("unix:/path"),
         "{err}"
     );
+}
+
+/// redis-benchmark against the sidecar on `port` with `args`; its output.
+fn redis_benchmark(port: &str, args: &[&str]) -> String {
+    run_ok(
+        Command::new(tool("redis-benchmark", "redis-tools"))
+            .args(["-h", "127.0.0.1", "-p", port])
+            .args(args),
+        b"",
+        CLIENT_LIMIT,
+    )
 }
 
 /// The path of a script in tests/python.

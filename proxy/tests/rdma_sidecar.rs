@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{redis_snapshot, text, Cluster, Kind, RespClient};
+use common::{redis_snapshot, text, Cluster, Kind, RespClient, Via};
 use std::time::Duration;
 
 /// Guest figures are 10–40× a real NIC's and the guest's virtual CPUs are
@@ -42,6 +42,7 @@ fn three_sidecars_replicate_over_rdma() {
             ]
         },
         LIMIT,
+        Via::Tcp,
     );
     let all = [0, 1, 2];
     let leader = c.wait_leader(&all, LIMIT);

@@ -272,6 +272,15 @@ fn launch_backend(kind: Kind, addr: SocketAddr, socket: Option<&Path>) -> Proc {
     p
 }
 
+/// How a test cluster's sidecars reach their servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `--backend 127.0.0.1:PORT`.
+    Tcp,
+    /// `--backend unix:PATH`.
+    Unix,
+}
+
 /// One sidecar of a test cluster.
 #[derive(Debug)]
 pub struct Node {
@@ -327,11 +336,20 @@ impl Cluster {
             extra,
             |_| Vec::new(),
             Duration::from_secs(30),
+            Via::Tcp,
         )
     }
 
-    /// [`Cluster::start`] with flags per node (`per_node(id)`, 1-based) and
-    /// a limit for every node to become ready.
+    /// [`Cluster::start`] with each sidecar reaching its server over a Unix
+    /// socket (`--backend unix:PATH`).
+    pub fn start_unix(kind: Kind, n: u8, fabric: &str) -> Cluster {
+        let ready = Duration::from_secs(30);
+        Cluster::start_with(kind, n, fabric, &[], |_| Vec::new(), ready, Via::Unix)
+    }
+
+    /// [`Cluster::start`] with flags per node (`per_node(id)`, 1-based), a
+    /// limit for every node to become ready, and how sidecars reach their
+    /// servers.
     pub fn start_with(
         kind: Kind,
         n: u8,
@@ -339,26 +357,9 @@ impl Cluster {
         extra: &[&str],
         per_node: impl Fn(u8) -> Vec<String>,
         ready: Duration,
+        via: Via,
     ) -> Cluster {
-        Cluster::launch(kind, n, fabric, extra, per_node, ready, false)
-    }
-
-    /// [`Cluster::start`] with each sidecar reaching its server over a Unix
-    /// socket (`--backend unix:PATH`).
-    pub fn start_unix(kind: Kind, n: u8, fabric: &str) -> Cluster {
-        let ready = Duration::from_secs(30);
-        Cluster::launch(kind, n, fabric, &[], |_| Vec::new(), ready, true)
-    }
-
-    fn launch(
-        kind: Kind,
-        n: u8,
-        fabric: &str,
-        extra: &[&str],
-        per_node: impl Fn(u8) -> Vec<String>,
-        ready: Duration,
-        unix: bool,
-    ) -> Cluster {
+        let unix = via == Via::Unix;
         let dir = temp_dir(fabric);
         let peers: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let forward: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
