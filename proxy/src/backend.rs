@@ -54,7 +54,9 @@ impl fmt::Display for BackendAddr {
 
 impl BackendAddr {
     /// A blocking connection; a TCP connection attempt gives up after
-    /// `timeout` (a Unix socket answers or refuses at once).
+    /// `timeout`. The standard library has no timeout for a Unix socket:
+    /// its connection is made or refused by the local kernel, and waits
+    /// only while the server's listen backlog is full.
     pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
         match self {
             BackendAddr::Tcp(a) => {
