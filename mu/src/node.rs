@@ -127,7 +127,9 @@ pub struct NodeOptions {
     /// After taking a proposal the driver polls without napping for this
     /// many µs: a leader under load finds the next proposal awake instead
     /// of paying a wake-up for each. Followers take no proposals and keep
-    /// napping, which leaves the cores to the leader's work.
+    /// napping, which leaves the cores to the leader's work. On the tcp
+    /// fabric a follower's responder polls its leader's connection for
+    /// as long after each log write (0: it blocks at once).
     #[cfg_attr(
         feature = "cli",
         arg(long, env = "MU_BUSY_POLL_US", default_value_t = 1_000)
@@ -256,7 +258,10 @@ pub fn start_with(
                     peers,
                     secret: opts.secret.clone().into_bytes(),
                     layout,
-                    options: TcpOptions::default(),
+                    options: TcpOptions {
+                        busy_poll: Duration::from_micros(opts.busy_poll_us),
+                        ..TcpOptions::default()
+                    },
                 },
                 listener,
             )

@@ -28,12 +28,23 @@ fn endpoint(
     l: TcpListener,
     secret: &[u8],
 ) -> TcpEndpoint {
+    endpoint_with(id, addrs, layout, l, secret, TcpOptions::default())
+}
+
+fn endpoint_with(
+    id: usize,
+    addrs: &[SocketAddr],
+    layout: Layout,
+    l: TcpListener,
+    secret: &[u8],
+    options: TcpOptions,
+) -> TcpEndpoint {
     let config = TcpConfig {
         id: NodeId(id as u8),
         peers: addrs.to_vec(),
         secret: secret.to_vec(),
         layout,
-        options: TcpOptions::default(),
+        options,
     };
     TcpEndpoint::start_with_listener(config, l).expect("start endpoint")
 }
@@ -42,6 +53,16 @@ fn endpoint(
 struct Tcp {
     /// Addresses and layout of the last group built.
     last: Option<(Vec<SocketAddr>, Layout)>,
+    options: TcpOptions,
+}
+
+impl Tcp {
+    fn new(options: TcpOptions) -> Self {
+        Tcp {
+            last: None,
+            options,
+        }
+    }
 }
 
 impl GroupBuilder for Tcp {
@@ -52,14 +73,21 @@ impl GroupBuilder for Tcp {
         self.last = Some((addrs.clone(), layout));
         ls.into_iter()
             .enumerate()
-            .map(|(i, l)| endpoint(i, &addrs, layout, l, SECRET))
+            .map(|(i, l)| endpoint_with(i, &addrs, layout, l, SECRET, self.options))
             .collect()
     }
 
     fn restart(&mut self, node: NodeId) -> Option<TcpEndpoint> {
         let (addrs, layout) = self.last.clone().expect("a group was built");
         let l = TcpListener::bind(addrs[node.idx()]).expect("bind the restarted node's address");
-        Some(endpoint(node.idx(), &addrs, layout, l, SECRET))
+        Some(endpoint_with(
+            node.idx(),
+            &addrs,
+            layout,
+            l,
+            SECRET,
+            self.options,
+        ))
     }
 
     fn kill(&mut self, endpoint: TcpEndpoint) {
@@ -85,7 +113,14 @@ impl GroupBuilder for Tcp {
                 drop(l);
                 nodes.push(None);
             } else {
-                nodes.push(Some(endpoint(i, &addrs, layout, l, SECRET)));
+                nodes.push(Some(endpoint_with(
+                    i,
+                    &addrs,
+                    layout,
+                    l,
+                    SECRET,
+                    self.options,
+                )));
             }
         }
         let peers: Vec<String> = addrs.iter().map(ToString::to_string).collect();
@@ -108,7 +143,62 @@ impl GroupBuilder for Tcp {
 
 #[test]
 fn tcp_fabric_passes_the_conformance_suite() {
-    run_all(&mut Tcp { last: None });
+    run_all(&mut Tcp::new(TcpOptions::default()));
+}
+
+/// Responders that never poll (they block for every request) and ones
+/// that always poll (a window longer than the test) both conform.
+#[test]
+fn tcp_fabric_conforms_with_blocking_and_with_polling_responders() {
+    for busy_poll in [Duration::ZERO, Duration::from_secs(3600)] {
+        run_all(&mut Tcp::new(TcpOptions {
+            busy_poll,
+            ..TcpOptions::default()
+        }));
+    }
+}
+
+/// Log writes spaced wider than the responder's polling window: each one
+/// finds the responder blocked again (its window over) and still lands,
+/// in order, with a read of it right behind.
+#[test]
+fn log_writes_after_the_polling_window_ends_still_land() {
+    let layout = suite_layout(2);
+    let (mut ls, addrs) = listeners(2);
+    let options = TcpOptions {
+        busy_poll: Duration::from_micros(200),
+        ..TcpOptions::default()
+    };
+    let l1 = ls.pop().expect("two");
+    let l0 = ls.pop().expect("two");
+    let mut leader = endpoint_with(0, &addrs, layout, l0, SECRET, options);
+    let mut follower = endpoint_with(1, &addrs, layout, l1, SECRET, options);
+    follower.grant(NodeId(0)).expect("grant");
+    let target = mu::log::layout::RING;
+    let landing = mu::log::layout::RING + 4096;
+    for round in 1..=5u8 {
+        leader.memory().write(target, &[round; 64]);
+        leader
+            .post_write(NodeId(1), OpId(2 * round as u64), target, target, 64)
+            .expect("post");
+        leader
+            .post_read(NodeId(1), OpId(2 * round as u64 + 1), target, landing, 64)
+            .expect("post");
+        let done = wait_all(&mut leader, 2);
+        assert_eq!(
+            done,
+            [
+                (OpId(2 * round as u64), Ok(())),
+                (OpId(2 * round as u64 + 1), Ok(()))
+            ],
+            "the write, then the read, both succeed"
+        );
+        let mut back = [0u8; 64];
+        leader.memory().read(landing, &mut back);
+        assert_eq!(back, [round; 64], "round {round} read back its write");
+        // Past the 200 µs window: the next write meets a blocked responder.
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn wait(f: &mut TcpEndpoint, op: OpId) -> Result<(), OpError> {
@@ -126,6 +216,22 @@ fn wait(f: &mut TcpEndpoint, op: OpId) -> Result<(), OpError> {
         assert!(start.elapsed() < Duration::from_secs(10), "no completion");
         std::thread::yield_now();
     }
+}
+
+/// The next `k` completions, in the order they arrive.
+fn wait_all(f: &mut TcpEndpoint, k: usize) -> Vec<(OpId, Result<(), OpError>)> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a real-time test bounds its wait"
+    )]
+    let start = Instant::now();
+    let mut out: Vec<Completion> = Vec::new();
+    while out.len() < k {
+        f.poll(&mut out);
+        assert!(start.elapsed() < Duration::from_secs(10), "no completion");
+        std::thread::yield_now();
+    }
+    out.iter().map(|c| (c.op, c.result)).collect()
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! next operation reconnects, after a short backoff during which
 //! operations fail at once.
 
+use super::inbox::Inbox;
 use super::wire::{self, RequestHeader, RESPONSE_HEADER};
 use super::{clock, Shared, TcpOptions};
 use crate::error::OpError;
@@ -58,7 +59,7 @@ pub(super) struct Link {
     out: Vec<u8>,
     sent: usize,
     /// Response bytes received but not yet consumed.
-    inbuf: Vec<u8>,
+    inbox: Inbox,
     pending: VecDeque<Pending>,
     /// When the oldest pending operation last saw progress.
     since: Instant,
@@ -81,7 +82,7 @@ impl Link {
             state: State::Idle,
             out: Vec::new(),
             sent: 0,
-            inbuf: Vec::new(),
+            inbox: Inbox::default(),
             pending: VecDeque::new(),
             since: clock(),
             backoff_until: None,
@@ -207,7 +208,7 @@ impl Link {
             self.sent = 0;
         }
         if !broken {
-            broken = receive(stream, &mut self.inbuf).is_err();
+            broken = receive(stream, &mut self.inbox).is_err();
         }
         if !self.complete(out) {
             broken = true;
@@ -222,11 +223,12 @@ impl Link {
     /// `false` if the responses do not match the pending operations.
     fn complete(&mut self, out: &mut Vec<Completion>) -> bool {
         let mut at = 0;
-        while self.inbuf.len() - at >= RESPONSE_HEADER {
+        let inbuf = self.inbox.pending();
+        while inbuf.len() - at >= RESPONSE_HEADER {
             let Some(p) = self.pending.front() else {
                 break;
             };
-            let h = &self.inbuf[at..at + RESPONSE_HEADER];
+            let h = &inbuf[at..at + RESPONSE_HEADER];
             let result = match h[0] {
                 wire::STATUS_OK => Ok(()),
                 wire::STATUS_PERMISSION => Err(OpError::Permission),
@@ -237,7 +239,7 @@ impl Link {
                 (Some((_, len)), Ok(())) => len as usize,
                 _ => 0,
             };
-            if self.inbuf.len() - at < RESPONSE_HEADER + body {
+            if inbuf.len() - at < RESPONSE_HEADER + body {
                 break;
             }
             if op != p.op.0 {
@@ -245,7 +247,7 @@ impl Link {
                 return false;
             }
             if let (Some((local, len)), Ok(())) = (p.read, result) {
-                let data = &self.inbuf[at + RESPONSE_HEADER..at + RESPONSE_HEADER + len as usize];
+                let data = &inbuf[at + RESPONSE_HEADER..at + RESPONSE_HEADER + len as usize];
                 Memory::write(&mut self.shared.lock().bytes, local, data);
             }
             out.push(Completion {
@@ -257,7 +259,7 @@ impl Link {
             self.since = clock();
             at += RESPONSE_HEADER + body;
         }
-        self.inbuf.drain(..at);
+        self.inbox.consume(at);
         true
     }
 
@@ -269,7 +271,7 @@ impl Link {
         self.state = State::Idle;
         self.out.clear();
         self.sent = 0;
-        self.inbuf.clear();
+        self.inbox.clear();
         for p in self.pending.drain(..) {
             out.push(Completion {
                 op: p.op,
@@ -304,12 +306,11 @@ fn flush(stream: &mut TcpStream, out: &[u8], sent: &mut usize) -> io::Result<()>
 }
 
 /// Reads what has arrived; `Err` when the connection is broken or closed.
-fn receive(stream: &mut TcpStream, inbuf: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 64 * 1024];
+fn receive(stream: &mut TcpStream, inbox: &mut Inbox) -> io::Result<()> {
     loop {
-        match stream.read(&mut chunk) {
+        match stream.read(inbox.room(0)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(k) => inbuf.extend_from_slice(&chunk[..k]),
+            Ok(k) => inbox.filled(k),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

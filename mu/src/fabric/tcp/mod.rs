@@ -10,6 +10,10 @@
 //! before the grant, is still in a socket buffer, or comes from a process
 //! that was stopped in the middle of sending it.
 //!
+//! After a write to its log a responder polls its connection for
+//! [`TcpOptions::busy_poll`] before it blocks again, so a leader that
+//! writes entry after entry finds it running rather than asleep.
+//!
 //! Posting never blocks: the bytes of a write are copied out of the region
 //! at post time into the outgoing buffer of the peer's link, which owns the
 //! only connection to that peer (so operations to it land and complete in
@@ -29,6 +33,7 @@
 //! supersedes the old one: requests still queued on the old connection are
 //! dropped by the responder, never applied after newer ones.
 
+mod inbox;
 mod link;
 mod responder;
 pub mod wire;
@@ -53,6 +58,9 @@ pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default pause between failed connection attempts; operations posted in
 /// it fail at once.
 pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// Default time a responder polls its connection after a write to the
+/// log before it blocks again (the driver's default busy-poll window).
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// Timeouts of a `tcp` endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +71,13 @@ pub struct TcpOptions {
     pub op_timeout: Duration,
     /// Pause between failed connection attempts.
     pub reconnect_backoff: Duration,
+    /// After a peer's write to the log, its responder polls the
+    /// connection without blocking for this long (yielding the core
+    /// between polls), so the next entry of a busy leader is applied
+    /// without a wake-up of the responder thread. Zero always blocks.
+    /// Reads and control-area writes (heartbeats, permission requests)
+    /// do not start a window: an idle group does not poll.
+    pub busy_poll: Duration,
 }
 
 impl Default for TcpOptions {
@@ -71,6 +86,7 @@ impl Default for TcpOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             op_timeout: DEFAULT_OP_TIMEOUT,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }
@@ -118,6 +134,8 @@ struct Region {
 struct Shared {
     id: NodeId,
     layout: Layout,
+    /// [`TcpOptions::busy_poll`].
+    busy_poll: Duration,
     key: [u8; 32],
     region: Mutex<Region>,
     /// Accepted connections by number, to close them when stopping.
@@ -221,6 +239,7 @@ impl TcpEndpoint {
         let shared = Arc::new(Shared {
             id: config.id,
             layout: config.layout,
+            busy_poll: config.options.busy_poll,
             key: wire::derive_key(&config.secret),
             region: Mutex::new(Region {
                 bytes: vec![0; config.layout.region_len() as usize],
