@@ -36,10 +36,19 @@ fn fault_under_load(kind: Kind, fabric: &str) {
     // clearly until the stopped one continues.
     c.nodes[next].proc.signal("STOP");
     let e0 = load.errors();
-    common::wait_for(
+    common::wait_explained(
         Duration::from_secs(20),
-        "an error while no majority is up",
         || (load.errors() > e0).then_some(()),
+        || {
+            format!(
+                "timed out after 20s waiting for an error while no majority is up \
+                 (node {} stopped); status of the writer's node {}: {:?}\n{}",
+                c.nodes[next].id,
+                c.nodes[via].id,
+                c.status(via),
+                c.logs()
+            )
+        },
     );
     c.nodes[next].proc.signal("CONT");
     c.wait_leader(&others, Duration::from_secs(10));
