@@ -36,12 +36,13 @@ fn fault_under_load(kind: Kind, fabric: &str) {
     // clearly until the stopped one continues.
     c.nodes[next].proc.signal("STOP");
     let e0 = load.errors();
+    let limit = Duration::from_secs(20);
     common::wait_explained(
-        Duration::from_secs(20),
+        limit,
         || (load.errors() > e0).then_some(()),
         || {
             format!(
-                "timed out after 20s waiting for an error while no majority is up \
+                "timed out after {limit:?} waiting for an error while no majority is up \
                  (node {} stopped); status of the writer's node {}: {:?}\n{}",
                 c.nodes[next].id,
                 c.nodes[via].id,
