@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use mu_protocols::entry::Entry;
 use mu_protocols::resp::{Frame, Request};
-use mu_protocols::rewrite::{Action, ApplyPlan, Context, RedisApplier, RedisSession};
+use mu_protocols::rewrite::{Action, ApplyPlan, Context, RedisApplier, RedisSession, Step};
 use support::server::{Client, Kind, Server};
 
 const GAP: Duration = Duration::from_millis(1500);
@@ -275,6 +275,27 @@ fn corpus(dump: &Bytes) -> Vec<Vec<Bytes>> {
         "MULTI",
         "SET q1 v",
         "DISCARD",
+        // Runs of plain SETs, which a joining applier sends as one MSET:
+        // a key set twice, a list and a key with a TTL overwritten, a
+        // database change inside a run, a transaction and a SET with an
+        // option ending one.
+        "SET r1 a",
+        "SET r2 b",
+        "SET r1 c",
+        "SET l x",
+        "SET s8 y",
+        "SELECT 1",
+        "SET r3 d",
+        "set r4 e",
+        "SELECT 0",
+        "SET r5 f",
+        "MULTI",
+        "SET r6 g",
+        "EXEC",
+        "SET r7 h",
+        "SET r8 i",
+        "SET r9 j NX",
+        "SET r10 k",
         "PUBLISH ch msg",
     ];
     let mut out: Vec<Vec<Bytes>> = lines
@@ -308,6 +329,7 @@ fn rewritten_entries_reproduce_the_dataset() {
     let mut session = RedisSession::default();
     let mut applier = RedisApplier::default();
     let mut entries: Vec<(u64, Entry)> = Vec::new();
+    let mut replies_b: Vec<Frame> = Vec::new();
 
     a.call(&["SET", "dumpsrc", "payload"]);
     let Frame::Bulk(dump) = a.call(&["DUMP", "dumpsrc"]) else {
@@ -334,6 +356,7 @@ fn rewritten_entries_reproduce_the_dataset() {
                 let index = entries.len() as u64 + 1;
                 let reply = apply(&mut b, &mut applier, index, &entry);
                 entries.push((index, entry));
+                replies_b.push(reply.clone());
                 reply
             }
             Action::Reply(frame) => frame,
@@ -386,7 +409,111 @@ fn rewritten_entries_reproduce_the_dataset() {
     for (index, entry) in &entries {
         apply(&mut c, &mut applier_c, *index, entry);
     }
-    assert_eq!(dataset(&mut c), db, "replica started later differs");
+    let dc = dataset(&mut c);
+    assert_eq!(dc, db, "replica started later differs");
+
+    // The whole log in one pipelined batch, plain SETs joined into MSETs:
+    // the same replies entry by entry, the same data.
+    let d_srv = Server::start(Kind::Redis);
+    let mut d = d_srv.connect();
+    let (replies_d, msets) = apply_joining_all(&mut d, &entries);
+    assert!(
+        msets >= 3,
+        "the corpus's runs of SETs made only {msets} MSETs"
+    );
+    for ((index, entry), (b_reply, d_reply)) in entries.iter().zip(replies_b.iter().zip(&replies_d))
+    {
+        assert_eq!(b_reply, d_reply, "reply to entry {index} {entry:?}");
+    }
+    assert_eq!(dataset(&mut d), dc, "a replica that joined SETs differs");
+    let Frame::Bulk(stats) = d.call(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats")
+    };
+    assert!(
+        String::from_utf8_lossy(&stats).contains("cmdstat_mset:calls="),
+        "no MSET reached the server: {}",
+        String::from_utf8_lossy(&stats)
+    );
+}
+
+/// Sends every entry through [`RedisApplier::apply_joining`] in one
+/// batch, then reads the replies back; returns each entry's reply and
+/// the number of runs of more than one SET.
+fn apply_joining_all(c: &mut Client, entries: &[(u64, Entry)]) -> (Vec<Frame>, usize) {
+    enum Read {
+        Own(ApplyPlan),
+        Joined,
+        Run(mu_protocols::rewrite::Run),
+    }
+    let mut applier = RedisApplier::default();
+    let mut out = BytesMut::new();
+    let mut reads = Vec::new();
+    let mut msets = 0;
+    let mut push_run = |reads: &mut Vec<Read>, run: Option<mu_protocols::rewrite::Run>| {
+        if let Some(r) = run {
+            if r.members > 1 {
+                msets += 1;
+            }
+            reads.push(Read::Run(r));
+        }
+    };
+    for (index, entry) in entries {
+        let Entry::Redis(e) = entry else {
+            panic!("not a Redis entry")
+        };
+        match applier.apply_joining(*index, e, &mut out) {
+            Step::Joined { before } => {
+                push_run(&mut reads, before);
+                reads.push(Read::Joined);
+            }
+            Step::Plan { before, plan } => {
+                push_run(&mut reads, before);
+                reads.push(Read::Own(plan));
+            }
+        }
+    }
+    let last = applier.finish_run(&mut out);
+    push_run(&mut reads, last);
+    c.send(&out);
+    let mut replies: Vec<Option<Frame>> = Vec::new();
+    let mut waiting = Vec::new();
+    for read in reads {
+        match read {
+            Read::Own(ApplyPlan::Aborted) => replies.push(Some(Frame::NullArray)),
+            Read::Own(ApplyPlan::Send {
+                replies: n,
+                client_reply,
+            }) => {
+                let mut answer = None;
+                for i in 0..n {
+                    let f = c.read_frame();
+                    if i == client_reply {
+                        answer = Some(f);
+                    }
+                }
+                replies.push(answer);
+            }
+            Read::Joined => {
+                waiting.push(replies.len());
+                replies.push(None);
+            }
+            Read::Run(r) => {
+                let mut answer = None;
+                for i in 0..r.replies {
+                    let f = c.read_frame();
+                    if i == r.client_reply {
+                        answer = Some(f);
+                    }
+                }
+                assert_eq!(waiting.len(), r.members, "members of {r:?}");
+                for at in waiting.drain(..) {
+                    replies[at] = answer.clone();
+                }
+            }
+        }
+    }
+    assert!(waiting.is_empty(), "entries left waiting for a run");
+    (replies.into_iter().map(Option::unwrap).collect(), msets)
 }
 
 #[test]

@@ -35,7 +35,7 @@ use mu_protocols::memcached::{
     McReply, McReplyDecoder, McRequestDecoder, MetaStatus, ReplyExpectation,
 };
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
-use mu_protocols::rewrite::{ApplyPlan, RedisApplier};
+use mu_protocols::rewrite::{ApplyPlan, RedisApplier, Run, Step};
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,6 +68,9 @@ pub struct BackendConn {
     kind: BackendKind,
     frames: FrameDecoder,
     replies: McReplyDecoder,
+    /// Redis: the server is standalone (not a cluster node), so an `MSET`
+    /// may name any keys.
+    standalone: bool,
 }
 
 impl BackendConn {
@@ -88,6 +91,7 @@ impl BackendConn {
             kind: o.backend_kind,
             frames: FrameDecoder::default(),
             replies: McReplyDecoder::default(),
+            standalone: false,
         };
         let identity = match o.backend_kind {
             BackendKind::Redis => {
@@ -109,6 +113,7 @@ impl BackendConn {
                         frame_text(&info)
                     ));
                 };
+                c.standalone = field(&text, "redis_mode:").as_deref() == Some("standalone");
                 field(&text, "run_id:").ok_or("INFO server has no run_id")?
             }
             BackendKind::Memcached => {
@@ -264,6 +269,7 @@ impl BackendConn {
             frames: self.frames,
             replies: self.replies,
             kind: self.kind,
+            standalone: self.standalone,
         })
     }
 }
@@ -276,6 +282,7 @@ struct AsyncConn {
     frames: FrameDecoder,
     replies: McReplyDecoder,
     kind: BackendKind,
+    standalone: bool,
 }
 
 impl AsyncConn {
@@ -386,6 +393,11 @@ enum Plan {
     Done(Option<Applied>),
     /// Redis: `replies` replies, the client's at `client`.
     Redis { replies: usize, client: usize },
+    /// Redis: the entry joined a run of plain SETs; the run's reply, read
+    /// at its [`Plan::Run`], is its answer.
+    Joined,
+    /// Redis: a run of joined entries, sent here (no entry of its own).
+    Run(Run),
     /// memcached: one reply.
     McOne,
     /// memcached: replies up to the `MN` sent after the request.
@@ -767,6 +779,7 @@ impl Applier {
         self.plans.clear();
         let me = self.shared.opts.id;
         let kind = self.shared.opts.backend_kind;
+        let join = self.shared.opts.join_sets && self.conn.as_ref().is_some_and(|c| c.standalone);
         for c in batch {
             // One copy of the entry; its members' arguments are slices of it.
             let whole = Bytes::copy_from_slice(&c.payload);
@@ -777,9 +790,13 @@ impl Applier {
                     let at = body.as_ptr() as usize - c.payload.as_ptr() as usize;
                     (h, whole.slice(at..at + body.len()))
                 });
-                let plan = self.plan(c.index, m, me, kind);
+                let plan = self.plan(c.index, m, me, kind, join);
                 self.plans.push((plan.0, plan.1, c.index, k + 1 == count));
             }
+        }
+        if let Some(run) = self.redis.finish_run(&mut self.out) {
+            let index = batch[batch.len() - 1].index;
+            self.plans.push((Plan::Run(run), None, index, false));
         }
         match self.exchange().await {
             Ok(()) => {
@@ -809,6 +826,7 @@ impl Applier {
         m: Result<(Header, Bytes), PayloadError>,
         me: u8,
         kind: BackendKind,
+        join: bool,
     ) -> (Plan, Option<u64>) {
         let (header, body) = match m {
             Ok(x) => x,
@@ -834,15 +852,35 @@ impl Applier {
         }
         let plan = match (kind, entry) {
             (BackendKind::Redis, Ok(Entry::Redis(e))) => {
-                match self.redis.apply(index, &e, &mut self.out) {
-                    ApplyPlan::Send {
-                        replies,
-                        client_reply,
+                let step = if join {
+                    self.redis.apply_joining(index, &e, &mut self.out)
+                } else {
+                    Step::Plan {
+                        before: None,
+                        plan: self.redis.apply(index, &e, &mut self.out),
+                    }
+                };
+                let (Step::Joined { before } | Step::Plan { before, .. }) = step;
+                if let Some(run) = before {
+                    self.plans.push((Plan::Run(run), None, index, false));
+                }
+                match step {
+                    Step::Joined { .. } => Plan::Joined,
+                    Step::Plan {
+                        plan:
+                            ApplyPlan::Send {
+                                replies,
+                                client_reply,
+                            },
+                        ..
                     } => Plan::Redis {
                         replies,
                         client: client_reply,
                     },
-                    ApplyPlan::Aborted => Plan::Done(Some(Applied::Redis(Frame::NullArray))),
+                    Step::Plan {
+                        plan: ApplyPlan::Aborted,
+                        ..
+                    } => Plan::Done(Some(Applied::Redis(Frame::NullArray))),
                 }
             }
             (BackendKind::Memcached, Ok(Entry::Memcached(req))) => {
@@ -925,31 +963,59 @@ struct Outcome {
 }
 
 /// Reads the backend's replies for each plan, in order, into `done`.
+/// When the connection breaks, `done` ends before the first entry whose
+/// reply was not read.
 async fn read_outcomes(
     conn: &mut AsyncConn,
     plans: impl Iterator<Item = (Plan, Option<u64>, u64, bool)>,
     done: &mut Vec<Outcome>,
     shared: &Shared,
 ) -> Result<(), String> {
+    // Positions in `done` of the entries waiting for their run's reply.
+    let mut joined: Vec<usize> = Vec::new();
+    let read = read_plans(conn, plans, done, &mut joined, shared).await;
+    if let Some(&first) = joined.first() {
+        debug_assert!(read.is_err(), "a run of SETs left unsent");
+        done.truncate(first);
+    }
+    read
+}
+
+async fn read_plans(
+    conn: &mut AsyncConn,
+    plans: impl Iterator<Item = (Plan, Option<u64>, u64, bool)>,
+    done: &mut Vec<Outcome>,
+    joined: &mut Vec<usize>,
+    shared: &Shared,
+) -> Result<(), String> {
     for (plan, tag, index, last) in plans {
         let applied = match plan {
             Plan::Done(a) => a,
-            Plan::Redis { replies, client } => {
-                let mut answer = None;
-                for r in 0..replies {
-                    let f = conn.read_frame().await?;
-                    if r == client {
-                        if f.is_error() {
-                            shared.metrics.apply_error_replies.inc();
-                        }
-                        answer = Some(f);
-                    } else if f.is_error() {
-                        tracing::warn!(index, reply = %frame_text(&f),
-                            "backend refused a step of a replicated entry");
+            Plan::Joined => {
+                joined.push(done.len());
+                None
+            }
+            Plan::Run(run) => {
+                let answer = read_redis(conn, run.replies, run.client_reply, index, shared).await?;
+                if let Some(f) = answer.as_ref().filter(|f| f.is_error()) {
+                    // Counted per write, as if each had been refused alone.
+                    let extra = run.members.saturating_sub(1) as u64;
+                    shared.metrics.apply_error_replies.inc_by(extra);
+                    let text = frame_text(f);
+                    if run.members > 1 && text.starts_with("NOPERM") {
+                        tracing::error!(index, reply = %text,
+                            "the backend refused an MSET of joined SETs: give the sidecar's \
+                             backend user +mset, or start it with --join-sets false");
                     }
                 }
-                answer.map(Applied::Redis)
+                for at in joined.drain(..) {
+                    done[at].applied = answer.clone().map(Applied::Redis);
+                }
+                continue;
             }
+            Plan::Redis { replies, client } => read_redis(conn, replies, client, index, shared)
+                .await?
+                .map(Applied::Redis),
             Plan::McOne => {
                 let r = conn.read_mc().await?;
                 if is_mc_error(&r) {
@@ -977,6 +1043,31 @@ async fn read_outcomes(
         });
     }
     Ok(())
+}
+
+/// Reads `replies` Redis replies and returns the one at `client`; errors
+/// in the others (`SELECT`, `MULTI`, `+QUEUED`) are logged.
+async fn read_redis(
+    conn: &mut AsyncConn,
+    replies: usize,
+    client: usize,
+    index: u64,
+    shared: &Shared,
+) -> Result<Option<Frame>, String> {
+    let mut answer = None;
+    for r in 0..replies {
+        let f = conn.read_frame().await?;
+        if r == client {
+            if f.is_error() {
+                shared.metrics.apply_error_replies.inc();
+            }
+            answer = Some(f);
+        } else if f.is_error() {
+            tracing::warn!(index, reply = %frame_text(&f),
+                "backend refused a step of a replicated entry");
+        }
+    }
+    Ok(answer)
 }
 
 fn is_mc_error(r: &McReply) -> bool {

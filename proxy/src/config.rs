@@ -120,6 +120,13 @@ pub struct Options {
     /// backends all hold the same data.
     #[arg(long, env = "MU_ADOPT_BACKEND_DATA")]
     pub adopt_backend_data: bool,
+    /// Redis: send runs of consecutive plain `SET key value` writes to the
+    /// backend as one `MSET` each (same data, same replies; the backend
+    /// then counts `MSET` calls in `INFO commandstats`, and an ACL user
+    /// for the sidecar needs `+mset`). Only for a standalone server.
+    #[arg(long, env = "MU_JOIN_SETS", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub join_sets: bool,
     /// Client connections accepted at once; more are refused with an error.
     #[arg(long, env = "MU_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,

@@ -56,15 +56,57 @@ fn writes_reach_every_backend(fabric: &str) {
         Frame::Integer(50),
         "the read sees the pipelined writes"
     );
+    // Pipelined plain SETs, which every node's applier sends to its
+    // backend as MSETs: over a list and over a key with a TTL, in two
+    // databases, with other writes between, through every node.
+    for (i, cl) in clients.iter_mut().enumerate() {
+        let set = |k: String| vec!["SET".to_string(), k, format!("from-{i}")];
+        let cmds: Vec<Vec<String>> = [set(format!("list-{i}")), set(format!("str-{i}"))]
+            .into_iter()
+            .chain((0..40).map(|j| set(format!("joined-{i}-{j}"))))
+            .chain(std::iter::once(vec!["SELECT".into(), "3".into()]))
+            .chain((0..20).map(|j| set(format!("joined3-{i}-{j}"))))
+            .chain(std::iter::once(vec!["SELECT".into(), "0".into()]))
+            .chain(std::iter::once(vec!["INCR".into(), "counter".into()]))
+            .chain(std::iter::once(set(format!("joined-{i}-0"))))
+            .collect();
+        let replies = cl.pipeline(&cmds).expect("pipeline");
+        for (cmd, reply) in cmds.iter().zip(&replies) {
+            if cmd[0] != "INCR" {
+                assert_eq!(text(reply), "OK", "{cmd:?}");
+            }
+        }
+        assert_eq!(replies[cmds.len() - 2], Frame::Integer(15 + i as i64 + 1));
+    }
     let live = [0, 1, 2];
     let commit = c.commit_index(&live);
     c.wait_applied(&live, commit, Duration::from_secs(10));
     let first = redis_snapshot(c.nodes[0].backend);
     assert_eq!(
         first.len(),
-        3 * 7 + 2,
+        3 * 7 + 2 + 3 * 60,
         "snapshot holds the writes: {first:?}"
     );
+    for i in 0..3 {
+        let key = |k: String| first.iter().find(|e| e.1 == k).expect("key").clone();
+        let list = key(format!("list-{i}"));
+        assert_eq!(
+            (&list.2[..], list.4),
+            ("string", -1),
+            "SET replaced the list"
+        );
+        let s = key(format!("str-{i}"));
+        assert_eq!(s.4, -1, "SET dropped the TTL of {s:?}");
+    }
+    for n in &c.nodes {
+        let mut b = RespClient::connect(n.backend).expect("backend connects");
+        let stats = text(&b.cmd(&["INFO", "commandstats"]));
+        assert!(
+            stats.contains("cmdstat_mset:calls="),
+            "node {}: the pipelined SETs reached its backend without MSET:\n{stats}",
+            n.id
+        );
+    }
     for n in &c.nodes[1..] {
         assert_eq!(
             redis_snapshot(n.backend),

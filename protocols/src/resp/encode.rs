@@ -45,6 +45,26 @@ fn put_line(dst: &mut BytesMut, tag: u8, text: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// Appends `name k1 v1 k2 v2 ...` as a RESP request (as
+/// [`encode_request`] would).
+pub(crate) fn encode_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    name: &[u8],
+    pairs: &[(K, V)],
+    dst: &mut BytesMut,
+) {
+    let payload: usize = pairs
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 32)
+        .sum();
+    dst.reserve(payload + name.len() + 32);
+    put_header(dst, b'*', 1 + 2 * pairs.len());
+    put_blob(dst, b'$', name);
+    for (k, v) in pairs {
+        put_blob(dst, b'$', k.as_ref());
+        put_blob(dst, b'$', v.as_ref());
+    }
+}
+
 /// Appends a request as a RESP array of bulk strings, the form every
 /// server accepts.
 pub fn encode_request<A: AsRef<[u8]>>(args: &[A], dst: &mut BytesMut) {

@@ -10,7 +10,7 @@ mod request_decode;
 
 pub use decode::FrameDecoder;
 pub use encode::encode_request;
-pub(crate) use encode::{put_int, put_uint};
+pub(crate) use encode::{encode_pairs, put_int, put_uint};
 pub use frame::Frame;
 pub use request::{ArgCursor, ArgError, Request};
 pub use request_decode::RequestDecoder;

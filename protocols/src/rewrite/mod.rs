@@ -74,7 +74,7 @@ pub mod policy;
 mod session;
 mod watch;
 
-pub use apply::{ApplyPlan, RedisApplier};
+pub use apply::{ApplyPlan, RedisApplier, Run, Step, RUN_MAX};
 pub use expiry::{memcached_exptime, MEMCACHED_RELATIVE_MAX_S};
 pub use memcached::rewrite_memcached;
 pub use session::{RedisSession, DEFAULT_DATABASES};
