@@ -415,6 +415,8 @@ struct Applier {
     plans: Vec<(Plan, Option<u64>, u64, bool)>,
     /// What the plans produced, reused from batch to batch.
     outcomes: Vec<Outcome>,
+    /// Positions in `outcomes` of entries waiting for their run's reply.
+    joined: Vec<usize>,
     /// Highest index taken from the replica.
     taken: u64,
     /// Entries up to this index are in the backend through a transfer.
@@ -437,6 +439,7 @@ impl Applier {
             out: BytesMut::with_capacity(BATCH_BYTES),
             plans: Vec::with_capacity(BATCH_ENTRIES),
             outcomes: Vec::with_capacity(BATCH_ENTRIES),
+            joined: Vec::with_capacity(BATCH_ENTRIES),
             taken: 0,
             skip_through: 0,
             point: SnapshotPoint {
@@ -926,7 +929,7 @@ impl Applier {
         // each of the digests and the waiters, also when the connection
         // breaks half way.
         let done = &mut self.outcomes;
-        let read = read_outcomes(conn, self.plans.drain(..), done, &shared).await;
+        let read = read_outcomes(conn, self.plans.drain(..), done, &mut self.joined, &shared).await;
         shared
             .digests
             .fold_all(done.iter().map(|d| (d.index, d.applied.as_ref())));
@@ -962,18 +965,19 @@ struct Outcome {
     last: bool,
 }
 
-/// Reads the backend's replies for each plan, in order, into `done`.
-/// When the connection breaks, `done` ends before the first entry whose
-/// reply was not read.
+/// Reads the backend's replies for each plan, in order, into `done`
+/// (`joined`: scratch for the positions of entries waiting for their
+/// run's reply). When the connection breaks, `done` ends before the
+/// first entry whose reply was not read.
 async fn read_outcomes(
     conn: &mut AsyncConn,
     plans: impl Iterator<Item = (Plan, Option<u64>, u64, bool)>,
     done: &mut Vec<Outcome>,
+    joined: &mut Vec<usize>,
     shared: &Shared,
 ) -> Result<(), String> {
-    // Positions in `done` of the entries waiting for their run's reply.
-    let mut joined: Vec<usize> = Vec::new();
-    let read = read_plans(conn, plans, done, &mut joined, shared).await;
+    joined.clear();
+    let read = read_plans(conn, plans, done, joined, shared).await;
     if let Some(&first) = joined.first() {
         debug_assert!(read.is_err(), "a run of SETs left unsent");
         done.truncate(first);

@@ -162,23 +162,26 @@ impl RedisApplier {
         }
     }
 
+    /// Makes `db` the connection's database, sending a `SELECT` when it is
+    /// not; returns the replies that adds (0 or 1).
+    fn select(&mut self, db: u32, out: &mut BytesMut) -> usize {
+        if self.db == Some(db) {
+            return 0;
+        }
+        encode_request(
+            &[Bytes::from_static(b"SELECT"), Bytes::from(db.to_string())],
+            out,
+        );
+        self.db = Some(db);
+        1
+    }
+
     /// Sends the open run, if any, and says what it reads back.
     pub fn finish_run(&mut self, out: &mut BytesMut) -> Option<Run> {
         if self.run.is_empty() {
             return None;
         }
-        let mut replies = 0;
-        if self.db != Some(self.run_db) {
-            encode_request(
-                &[
-                    Bytes::from_static(b"SELECT"),
-                    Bytes::from(self.run_db.to_string()),
-                ],
-                out,
-            );
-            replies += 1;
-        }
-        self.db = Some(self.run_db);
+        let replies = self.select(self.run_db, out);
         let name: &[u8] = if self.run.len() == 1 { b"SET" } else { b"MSET" };
         encode_pairs(name, &self.run, out);
         let members = self.run.len();
@@ -199,18 +202,7 @@ impl RedisApplier {
             return ApplyPlan::Aborted;
         }
         self.tracker.record(index, entry);
-        let mut replies = 0;
-        if self.db != Some(entry.db) {
-            encode_request(
-                &[
-                    Bytes::from_static(b"SELECT"),
-                    Bytes::from(entry.db.to_string()),
-                ],
-                out,
-            );
-            replies += 1;
-        }
-        self.db = Some(entry.db);
+        let mut replies = self.select(entry.db, out);
         if entry.transaction {
             encode_request(&[&b"MULTI"[..]], out);
             replies += 1;
