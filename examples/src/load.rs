@@ -106,7 +106,7 @@ impl Workload {
         match self.mix {
             Mix::PutsOnly => Op::Put,
             Mix::GetsOnly => Op::Get,
-            Mix::PutsGets if i % 2 == 0 => Op::Get,
+            Mix::PutsGets if i.is_multiple_of(2) => Op::Get,
             Mix::PutsGets => Op::Put,
         }
     }

@@ -145,7 +145,7 @@ impl Config {
         if self.id.idx() >= n {
             problems.push(format!("id {} is outside the group (0..{n})", self.id.0));
         }
-        if self.ring_capacity % 64 != 0 {
+        if !self.ring_capacity.is_multiple_of(64) {
             problems.push(format!(
                 "ring_capacity {} is not a multiple of 64",
                 self.ring_capacity

@@ -124,3 +124,34 @@ fn memcached_writes_reach_every_backend() {
     let r = m[2].call(b"get a b\r\n").unwrap();
     assert!(matches!(&r, McReply::Values(v) if v.len() == 2), "{r:?}");
 }
+
+/// The test harness's ports: each one handed out stays reserved for this
+/// process (its lock file cannot be locked again, even from another open
+/// file, as another test process would), and none is handed out twice.
+#[test]
+fn test_ports_are_reserved_for_the_process() {
+    let ports: Vec<u16> = (0..20).map(|_| common::free_port()).collect();
+    let mut seen = ports.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        ports.len(),
+        "a port handed out twice: {ports:?}"
+    );
+    for p in ports {
+        assert!(
+            (20_000..32_000).contains(&p),
+            "port {p} outside 20000..32000"
+        );
+        let path = std::env::temp_dir()
+            .join("mu-sidecar-test-ports")
+            .join(p.to_string());
+        let other = std::fs::File::open(&path).unwrap();
+        assert!(
+            other.try_lock().is_err(),
+            "port {p}: its lock file {} is not held",
+            path.display()
+        );
+    }
+}

@@ -102,7 +102,7 @@ fn measure(cli: &Cli, floor: Floor) -> Result<(), String> {
                 let mut spins = 0u64;
                 while map.word(ACK).load(Ordering::Acquire) != n {
                     spins += 1;
-                    if spins % (1 << 24) == 0 && !matches!(child.try_wait(), Ok(None)) {
+                    if spins.is_multiple_of(1 << 24) && !matches!(child.try_wait(), Ok(None)) {
                         let _ = std::fs::remove_file(&path);
                         return Err("the echo process exited".into());
                     }
@@ -212,7 +212,7 @@ impl SharedFile {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= PAYLOAD);
+        assert!(offset.is_multiple_of(8) && offset + 8 <= PAYLOAD);
         // SAFETY: in bounds and 8-byte aligned (the mapping is page
         // aligned); both processes access these words only atomically.
         unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) }

@@ -84,7 +84,7 @@ const _: () = assert!(STAGE_REQUESTS + 8 * MAX_NODES as u64 <= STAGE_STAMPS);
 const _: () = assert!(STAGE_STAMPS + 8 * MAX_NODES as u64 <= CONTROL_LEN);
 const _: () = assert!(FLOOR + 8 <= RING);
 const _: () = assert!(STAGE_FLOOR + 8 <= STAGE_ACKS);
-const _: () = assert!(RING % 64 == 0);
+const _: () = assert!(RING.is_multiple_of(64));
 
 /// The region of one replica, sized from its configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,21 +16,38 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free loopback port. Ports come from below the kernel's ephemeral
-/// range (32768 and up), from a counter per test process, so a port handed
-/// out here is not also picked by the kernel for someone's outgoing
-/// connection or `bind(0)` between our check and its use.
+/// range (32768 and up), so a port handed out here is not also picked by
+/// the kernel for someone's outgoing connection or `bind(0)` between our
+/// check and its use. Each port is also reserved for the life of this
+/// process by an exclusive lock (`flock`) on a file named after it, so test
+/// binaries run at the same time never hand out the same port (the kernel
+/// drops the locks when a process exits, however it exits).
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 400) * 30;
-    loop {
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("mu-sidecar-test-ports");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    // Processes start at different places so they rarely contend.
+    let base = (std::process::id() % 400) * 30;
+    for _ in 0..12_000 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (base + n % 12_000) as u16;
-        let port = if port >= 32_000 { port - 12_000 } else { port };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = (20_000 + (base + n) % 12_000) as u16;
+        let path = dir.join(port.to_string());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        if file.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
             return port;
         }
     }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// A loopback address with a free port.

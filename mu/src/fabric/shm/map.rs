@@ -89,7 +89,7 @@ impl Mapping {
     /// If the word is not inside the mapping or not aligned.
     pub fn word(&self, offset: usize) -> &AtomicU64 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
             "word {offset} out of the mapping"
         );
         // SAFETY: in bounds and 8-aligned (mappings are page aligned); the
