@@ -8,6 +8,8 @@
 # - prometheus (with promtool), which the dashboards test starts on loopback
 #   to scrape a test group and evaluate every panel query and alert rule;
 # - procps (kill) and iproute2 (ip netns) for the fabric tests;
+# - gdb, whose thread backtraces of a sidecar a fault test prints when it
+#   times out;
 # - the build tools of mu's `rdma` feature: ibverbs-sys builds rdma-core's
 #   headers with cmake and runs bindgen (libclang); the binary links
 #   libibverbs. The Soft-RoCE guest itself (qemu, a kernel, rdma tools) is
@@ -15,7 +17,7 @@
 # Idempotent: nothing is fetched when everything is present.
 set -euo pipefail
 
-packages=(redis-server redis-tools memcached procps iproute2
+packages=(redis-server redis-tools memcached procps iproute2 gdb
           python3-redis python3-pymemcache libmemcached-tools prometheus
           cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev)
 missing=0
@@ -30,7 +32,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends redis-server redis-tools memcached procps iproute2 \
+apt-get install -y -q --no-install-recommends redis-server redis-tools memcached procps iproute2 gdb \
   python3-redis python3-pymemcache libmemcached-tools prometheus \
   cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev
 # Debian starts the packaged services; the tests start their own servers on

@@ -41,12 +41,20 @@ fn fault_under_load(kind: Kind, fabric: &str) {
         limit,
         || (load.errors() > e0).then_some(()),
         || {
+            // Two snapshots a second apart show whether the writer's node
+            // still publishes its replica's state; its threads' stacks show
+            // where it waits.
+            let first = c.status(via);
+            std::thread::sleep(Duration::from_secs(1));
             format!(
                 "timed out after {limit:?} waiting for an error while no majority is up \
-                 (node {} stopped); status of the writer's node {}: {:?}\n{}",
+                 (node {} stopped); status of the writer's node {}: {:?}\n\
+                 a second later: {:?}\n{}\n{}",
                 c.nodes[next].id,
                 c.nodes[via].id,
+                first,
                 c.status(via),
+                common::thread_stacks(c.nodes[via].proc.pid()),
                 c.logs()
             )
         },

@@ -50,6 +50,31 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000..32000");
 }
 
+/// Every thread's backtrace of process `pid` (by gdb, which
+/// scripts/install-deps.sh installs), for a failure message.
+pub fn thread_stacks(pid: i32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => format!(
+            "--- threads of process {pid} ---\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        ),
+        Err(e) => format!(
+            "(no backtraces of process {pid}: cannot run gdb: {e}; \
+             install it with apt-get install -y gdb)"
+        ),
+    }
+}
+
 /// A loopback address with a free port.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
