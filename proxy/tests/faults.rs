@@ -41,19 +41,21 @@ fn fault_under_load(kind: Kind, fabric: &str) {
         limit,
         || (load.errors() > e0).then_some(()),
         || {
-            // Two snapshots a second apart show whether the writer's node
-            // still publishes its replica's state; its threads' stacks show
-            // where it waits.
+            // Whether the writer's node still publishes its replica's
+            // state (it changes within a second), and where its threads
+            // wait.
             let first = c.status(via);
-            std::thread::sleep(Duration::from_secs(1));
+            let next_status = common::poll_until(Duration::from_secs(1), || {
+                c.status(via).filter(|s| Some(s) != first.as_ref())
+            });
             format!(
                 "timed out after {limit:?} waiting for an error while no majority is up \
                  (node {} stopped); status of the writer's node {}: {:?}\n\
-                 a second later: {:?}\n{}\n{}",
+                 its next different status within a second: {:?}\n{}\n{}",
                 c.nodes[next].id,
                 c.nodes[via].id,
                 first,
-                c.status(via),
+                next_status,
                 common::thread_stacks(c.nodes[via].proc.pid()),
                 c.logs()
             )

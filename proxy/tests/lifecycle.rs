@@ -144,9 +144,7 @@ fn test_ports_are_reserved_for_the_process() {
             (20_000..32_000).contains(&p),
             "port {p} outside 20000..32000"
         );
-        let path = std::env::temp_dir()
-            .join("mu-sidecar-test-ports")
-            .join(p.to_string());
+        let path = common::port_lock_path(p);
         let other = std::fs::File::open(&path).unwrap();
         assert!(
             other.try_lock().is_err(),

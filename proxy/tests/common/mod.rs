@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
     use std::sync::Mutex;
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
-    let dir = std::env::temp_dir().join("mu-sidecar-test-ports");
+    let dir = port_lock_dir();
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     // Processes start at different places so they rarely contend.
@@ -35,7 +35,7 @@ pub fn free_port() -> u16 {
     for _ in 0..12_000 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (20_000 + (base + n) % 12_000) as u16;
-        let path = dir.join(port.to_string());
+        let path = port_lock_path(port);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -48,6 +48,16 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port in 20000..32000");
+}
+
+/// The file whose lock reserves `port` for a test process (see
+/// [`free_port`]).
+pub fn port_lock_path(port: u16) -> PathBuf {
+    port_lock_dir().join(port.to_string())
+}
+
+fn port_lock_dir() -> PathBuf {
+    std::env::temp_dir().join("mu-sidecar-test-ports")
 }
 
 /// Every thread's backtrace of process `pid` (by gdb, which
@@ -92,16 +102,22 @@ pub fn wait_for<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) ->
 /// their state is polled: every wait in these tests goes through here.
 pub fn wait_explained<T>(
     limit: Duration,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
     explain: impl FnOnce() -> String,
 ) -> T {
+    poll_until(limit, f).unwrap_or_else(|| panic!("{}", explain()))
+}
+
+/// Polls `f` every millisecond until it returns `Some`, or `None` once
+/// `limit` passed.
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let until = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= until {
-            panic!("{}", explain());
+            return None;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
