@@ -153,6 +153,33 @@ fn bad_requests_get_errors_and_change_nothing() {
             .starts_with("err unknown command 'frobnicate'"),
         "{unknown:?}"
     );
+    // A setting that shapes what one backend stores is refused (a local
+    // maxmemory would make that node alone refuse writes); a node-local
+    // one reaches this node's backend only.
+    let config = cl.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    assert!(
+        text(&config).starts_with("ERR mu-sidecar refuses 'config set'"),
+        "{config:?}"
+    );
+    assert_eq!(
+        text(&cl.cmd(&["CONFIG", "SET", "slowlog-max-len", "77"])),
+        "OK"
+    );
+    for n in &c.nodes {
+        let mut b = RespClient::connect(n.backend).expect("backend connects");
+        let get = |b: &mut RespClient, p: &str| match b.cmd(&["CONFIG", "GET", p]) {
+            Frame::Array(v) if v.len() == 2 => text(&v[1]),
+            other => panic!("CONFIG GET {p}: {other:?}"),
+        };
+        assert_eq!(get(&mut b, "maxmemory"), "0", "node {}", n.id);
+        let slowlog = get(&mut b, "slowlog-max-len");
+        assert_eq!(
+            slowlog == "77",
+            n.id == c.nodes[1].id,
+            "node {}: {slowlog}",
+            n.id
+        );
+    }
     let big = "x".repeat(10_000);
     let too_big = cl.cmd(&["SET", "big", &big]);
     assert!(

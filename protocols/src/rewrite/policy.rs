@@ -48,8 +48,52 @@ pub mod reason {
     /// Connection or server commands inside MULTI.
     pub const NOT_IN_MULTI: &str =
         "inside MULTI only data commands are allowed: the transaction runs on every replica";
+    /// `CONFIG SET` of a setting that shapes the data or the answers.
+    pub const CONFIG_SET: &str =
+        "CONFIG SET reaches only this node's backend, and this setting can change what a backend \
+         stores or answers, so replicas would diverge; set it alike on every backend (redis.conf, \
+         or CONFIG SET on each backend's own port). Served through the sidecar: loglevel, \
+         slowlog-*, latency-*, persistence (save, appendonly, appendfsync, auto-aof-rewrite-*, \
+         rdbcompression, rdbchecksum), tcp-keepalive, activedefrag and active-defrag-*";
     /// Unknown commands.
     pub const UNKNOWN: &str = "unknown command";
+}
+
+/// `CONFIG SET` parameters that only change how one node's backend logs,
+/// measures or persists, never what it stores or answers; the rest (e.g.
+/// `maxmemory`, `proto-max-bulk-len`, `timeout`, `requirepass`) would make
+/// one replica refuse or drop what the others keep.
+const NODE_LOCAL_CONFIG: &[&str] = &[
+    "loglevel",
+    "save",
+    "appendonly",
+    "appendfsync",
+    "no-appendfsync-on-rewrite",
+    "rdbcompression",
+    "rdbchecksum",
+    "tcp-keepalive",
+    "activedefrag",
+];
+
+/// Prefixes of further node-local `CONFIG SET` parameters.
+const NODE_LOCAL_CONFIG_PREFIXES: &[&str] = &[
+    "slowlog-",
+    "latency-",
+    "auto-aof-rewrite-",
+    "active-defrag-",
+];
+
+/// Whether `CONFIG SET` of `param` changes only how this node's backend
+/// logs, measures or persists (ASCII case-insensitive, like the server).
+pub(crate) fn node_local_config(param: &[u8]) -> bool {
+    let Ok(p) = std::str::from_utf8(param) else {
+        return false;
+    };
+    let p = p.to_ascii_lowercase();
+    NODE_LOCAL_CONFIG.contains(&p.as_str())
+        || NODE_LOCAL_CONFIG_PREFIXES
+            .iter()
+            .any(|pre| p.starts_with(pre))
 }
 
 /// The policy for one command of the table. `trust_scripts` is the
@@ -80,6 +124,12 @@ pub fn policy(spec: &CommandSpec, trust_scripts: bool) -> Policy {
             )
         }
         "xreadgroup" => return Depends("replicated without BLOCK; refused with BLOCK"),
+        "config|set" => {
+            return Depends(
+                "served locally for node-local settings (logging, slow log, latency monitor, \
+                 persistence); refused for settings that change what a backend stores or answers",
+            )
+        }
         "sort" => return Depends("replicated with STORE, else served locally"),
         "georadius" | "georadiusbymember" => {
             return Depends("replicated with STORE/STOREDIST, else served locally")

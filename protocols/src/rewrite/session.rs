@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::expiry;
-use super::policy::{policy, reason, Policy};
+use super::policy::{node_local_config, policy, reason, Policy};
 use super::{Action, Context, Refusal};
 use crate::entry::{Entry, RedisEntry, WatchGuard};
 use crate::line::parse_i64;
@@ -294,6 +294,19 @@ fn depends(spec: &CommandSpec, args: &[Bytes]) -> Decision {
             Decision::Refuse(Refusal::new(spec.name, reason::XREADGROUP_BLOCK))
         }
         "xreadgroup" => Decision::Replicate(args.to_vec()),
+        // CONFIG SET p v [p v ...]: a malformed one is the backend's to
+        // reject (it changes nothing).
+        "config|set" => {
+            let params = args.iter().skip(2).step_by(2);
+            if args.len() < 4
+                || !args.len().is_multiple_of(2)
+                || params.clone().all(|p| node_local_config(p))
+            {
+                Decision::Local
+            } else {
+                Decision::Refuse(Refusal::new(spec.name, reason::CONFIG_SET))
+            }
+        }
         // XCLAIM key group consumer min-idle-time ...; XAUTOCLAIM key group
         // consumer min-idle-time start ...: argument 4 either way.
         _ => match args.get(4).and_then(|a| parse_i64(a)) {
@@ -317,6 +330,44 @@ mod tests {
 
     fn run(s: &mut RedisSession, line: &str) -> Action {
         s.rewrite(&Request::new(line.split(' ')), &ctx())
+    }
+
+    #[test]
+    fn config_set_is_served_only_for_node_local_settings() {
+        let mut s = RedisSession::default();
+        for local in [
+            "CONFIG SET loglevel debug",
+            "config set SLOWLOG-LOG-SLOWER-THAN 0 latency-monitor-threshold 5",
+            "CONFIG SET save ",
+            // A value missing: the backend rejects it, changing nothing.
+            "CONFIG SET loglevel debug maxmemory",
+        ] {
+            assert_eq!(run(&mut s, local), Action::Local, "{local}");
+        }
+        for refused in [
+            "CONFIG SET maxmemory 1",
+            "CONFIG SET loglevel debug proto-max-bulk-len 10",
+            "CONFIG SET timeout 1",
+            "CONFIG SET requirepass x",
+        ] {
+            let Action::Refuse(r) = run(&mut s, refused) else {
+                panic!("{refused} is refused")
+            };
+            assert_eq!(r.command, "config|set");
+            let Frame::Error(e) = r.to_frame() else {
+                panic!("an error frame")
+            };
+            let e = String::from_utf8_lossy(&e);
+            assert!(e.starts_with("ERR mu-sidecar refuses 'config set'"), "{e}");
+            assert!(e.contains("set it alike on every backend"), "{e}");
+        }
+        assert_eq!(run(&mut s, "CONFIG GET maxmemory"), Action::Local);
+        assert_eq!(
+            run(&mut s, "CONFIG SET maxmemory"),
+            Action::Reply(Frame::error(
+                "ERR wrong number of arguments for 'config|set' command"
+            ))
+        );
     }
 
     #[test]
