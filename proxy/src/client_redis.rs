@@ -17,7 +17,7 @@ use crate::metrics::Tally;
 use crate::pending::Applied;
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mu_protocols::entry::Entry;
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder, Request, RequestDecoder};
 use mu_protocols::rewrite::{Action, Context, RedisSession};
@@ -27,6 +27,44 @@ use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The user of a connection that has not authenticated (Redis's own).
+const DEFAULT_USER: &[u8] = b"default";
+
+/// What a request changes that later permission checks depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changes {
+    /// The connection's user (AUTH, HELLO, RESET).
+    User,
+    /// Some user's permissions (ACL).
+    Permissions,
+}
+
+fn changes_permissions(r: &Request) -> Option<Changes> {
+    let n = r.name();
+    if [&b"auth"[..], b"hello", b"reset"]
+        .iter()
+        .any(|b| n.eq_ignore_ascii_case(b))
+    {
+        Some(Changes::User)
+    } else if n.eq_ignore_ascii_case(b"acl") {
+        Some(Changes::Permissions)
+    } else {
+        None
+    }
+}
+
+/// The length of the batch's first segment: requests checked against one
+/// user's permissions together. A request that changes the user or the
+/// permissions is a segment of its own, run before the next segment is
+/// checked.
+fn segment_len(reqs: &[Request]) -> usize {
+    match reqs.iter().position(|r| changes_permissions(r).is_some()) {
+        Some(0) => 1,
+        Some(i) => i,
+        None => reqs.len(),
+    }
+}
 
 /// One step of a pipelined batch.
 enum Step {
@@ -49,8 +87,10 @@ impl Step {
     }
 }
 
-/// This client's own connection to the backend.
-struct LocalConn {
+/// A connection to the backend: each client's own, and the sidecar's
+/// permission checks (`crate::acl`).
+#[derive(Debug)]
+pub(crate) struct LocalConn {
     stream: AsyncStream,
     buf: BytesMut,
     frames: FrameDecoder,
@@ -58,7 +98,8 @@ struct LocalConn {
 }
 
 impl LocalConn {
-    async fn connect(shared: &Shared) -> Result<LocalConn, String> {
+    /// A new, unauthenticated connection in database 0.
+    pub(crate) async fn connect(shared: &Shared) -> Result<LocalConn, String> {
         let backend = &shared.opts.backend;
         let stream = backend
             .connect_async()
@@ -88,7 +129,10 @@ impl LocalConn {
     }
 
     /// Sends the requests (each in its database) and returns their replies.
-    async fn exchange(&mut self, reqs: &[(&Request, u32)]) -> Result<Vec<Frame>, String> {
+    pub(crate) async fn exchange(
+        &mut self,
+        reqs: &[(&Request, u32)],
+    ) -> Result<Vec<Frame>, String> {
         let mut out = BytesMut::new();
         // Per request: whether a SELECT precedes it.
         let mut selects = Vec::with_capacity(reqs.len());
@@ -134,6 +178,7 @@ pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
         session: RedisSession::new(shared.opts.databases, shared.opts.trust_scripts),
         backend: None,
         authed: shared.opts.backend_password.is_none(),
+        user: Bytes::from_static(DEFAULT_USER),
         out: BytesMut::with_capacity(16 << 10),
         decoder: RequestDecoder::default(),
         shared,
@@ -167,6 +212,8 @@ struct Client {
     backend: Option<LocalConn>,
     /// False while the backend needs AUTH and this client has not passed it.
     authed: bool,
+    /// The ACL user this client authenticated as.
+    user: Bytes,
     out: BytesMut,
     decoder: RequestDecoder,
 }
@@ -178,23 +225,65 @@ impl Client {
         // The clock is read once per batch of requests that arrived
         // together, and again after each wait for earlier writes.
         let mut now = now_ms();
-        for req in reqs {
-            let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
-            if is("quit") {
-                self.flush(&mut steps).await;
-                Frame::simple("OK").encode(&mut self.out);
-                return true;
+        let mut rest = reqs;
+        while !rest.is_empty() {
+            let tail = rest.split_off(segment_len(&rest));
+            let segment = std::mem::replace(&mut rest, tail);
+            let changes = changes_permissions(&segment[0]);
+            let shared = self.shared.clone();
+            let denied = shared.acl.check(&shared, &self.user, &segment).await;
+            let mut denied = denied.map(Vec::into_iter);
+            for req in segment {
+                let refusal = denied.as_mut().and_then(|d| d.next().flatten());
+                if self.step(req, refusal, &mut steps, &mut now).await {
+                    return true;
+                }
             }
-            // WATCH records the applied index: earlier writes first.
-            if is("watch") {
+            if changes.is_some() {
+                // Later requests are checked with the user, and the
+                // permissions, this one leaves.
                 self.flush(&mut steps).await;
                 now = now_ms();
+                if changes == Some(Changes::Permissions) {
+                    self.shared.acl.forget();
+                }
+            }
+        }
+        self.flush(&mut steps).await;
+        false
+    }
+
+    /// Adds one request to the run (running the run first when the request
+    /// cannot join it); true when the client asked to quit. `refusal` is
+    /// the answer when the client's user may not run it.
+    async fn step(
+        &mut self,
+        req: Request,
+        refusal: Option<Frame>,
+        steps: &mut Vec<Step>,
+        now: &mut i64,
+    ) -> bool {
+        let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
+        if is("quit") {
+            self.flush(steps).await;
+            Frame::simple("OK").encode(&mut self.out);
+            return true;
+        }
+        let step = if let Some(f) = refusal {
+            self.shared.count("refused", "noperm");
+            self.session.reject();
+            Step::Ready(f)
+        } else {
+            // WATCH records the applied index: earlier writes first.
+            if is("watch") {
+                self.flush(steps).await;
+                *now = now_ms();
             }
             let ctx = Context {
-                now_ms: now,
+                now_ms: *now,
                 applied_index: self.shared.backend.applied(),
             };
-            let step = match self.session.rewrite(&req, &ctx) {
+            match self.session.rewrite(&req, &ctx) {
                 Action::Reply(f) => Step::Ready(f),
                 Action::Refuse(r) => {
                     self.shared.count("refused", "refused");
@@ -226,15 +315,13 @@ impl Client {
                         }
                     }
                 }
-            };
-            let switch = conn::starts_new_run(steps.iter().map(Step::place), step.place());
-            if switch {
-                self.flush(&mut steps).await;
-                now = now_ms();
             }
-            steps.push(step);
+        };
+        if conn::starts_new_run(steps.iter().map(Step::place), step.place()) {
+            self.flush(steps).await;
+            *now = now_ms();
         }
-        self.flush(&mut steps).await;
+        steps.push(step);
         false
     }
 
@@ -390,10 +477,26 @@ impl Client {
                 && req.args.iter().any(|a| a.eq_ignore_ascii_case(b"auth")));
         if authenticates && !reply.is_error() {
             self.authed = true;
+            self.user = authenticated_user(req);
         } else if name.eq_ignore_ascii_case(b"reset") {
             self.authed = self.shared.opts.backend_password.is_none();
+            self.user = Bytes::from_static(DEFAULT_USER);
         }
     }
+}
+
+/// The user a successful `AUTH [user] password` or `HELLO v AUTH user
+/// password` authenticated as.
+fn authenticated_user(req: &Request) -> Bytes {
+    let args = &req.args;
+    let user = if req.name().eq_ignore_ascii_case(b"auth") {
+        (args.len() == 3).then(|| args[1].clone())
+    } else {
+        args.iter()
+            .position(|a| a.eq_ignore_ascii_case(b"auth"))
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    user.unwrap_or_else(|| Bytes::from_static(DEFAULT_USER))
 }
 
 /// Unix time in milliseconds.

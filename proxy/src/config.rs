@@ -71,6 +71,9 @@ pub struct Options {
     #[arg(long, env = "MU_BACKEND_PASSWORD")]
     pub backend_password: Option<String>,
     /// Redis: ACL user for the sidecar's own connections (with the password).
+    /// It runs every replicated write, so it needs every command the clients
+    /// write with, plus `+acl|getuser` and `+acl|dryrun` to check that each
+    /// client's own user may run its writes.
     #[arg(long, env = "MU_BACKEND_USER")]
     pub backend_user: Option<String>,
     /// Where clients connect (speaks the server's protocol).

@@ -26,6 +26,7 @@
 //! - [`metrics`], [`http`]: observability; [`dump`]: the replication
 //!   latency dump on SIGUSR1.
 
+pub mod acl;
 pub mod apply;
 pub mod backend;
 pub mod client_memcached;
@@ -135,6 +136,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
         stopping: AtomicBool::new(false),
         transfer: transfer::Hub::default(),
         digests: digest::Digests::new(opts.digest_every),
+        acl: acl::Acl::default(),
         opts,
     });
     let dumps = dump::on_sigusr1(

@@ -113,6 +113,8 @@ pub struct Shared {
     pub transfer: crate::transfer::Hub,
     /// Divergence digests.
     pub digests: crate::digest::Digests,
+    /// Checks of what a client's user may run through the sidecar.
+    pub acl: crate::acl::Acl,
 }
 
 impl Shared {

@@ -203,3 +203,199 @@ fn bad_requests_get_errors_and_change_nothing() {
         "a refused or failed request changed a backend"
     );
 }
+
+/// A pipeline of `cmds` through `cl`, as text replies.
+fn pipeline_texts(cl: &mut RespClient, cmds: &[&[&str]]) -> Vec<String> {
+    let cmds: Vec<Vec<String>> = cmds
+        .iter()
+        .map(|c| c.iter().map(|s| s.to_string()).collect())
+        .collect();
+    cl.pipeline(&cmds)
+        .expect("pipeline answered")
+        .iter()
+        .map(text)
+        .collect()
+}
+
+/// ACL users keep their permissions through the sidecar: the writes and
+/// transactions it runs on every node as its own user are refused when
+/// the client's user may not run them (checked before anything is
+/// replicated), on the leader and on a follower that forwards writes; a
+/// user with every permission writes as before; nothing refused reaches
+/// any backend.
+#[test]
+fn acl_users_keep_their_permissions() {
+    let users: &[&str] = &[
+        "--user",
+        "reader",
+        "on",
+        ">rpw",
+        "~*",
+        "+@read",
+        "+@transaction", //
+        "--user",
+        "app",
+        "on",
+        ">apw",
+        "~app:*",
+        "&*",
+        "+@all",
+    ];
+    let servers = common::Servers {
+        via: common::Via::Tcp,
+        args: users,
+    };
+    let c = Cluster::start_with(
+        Kind::Redis,
+        3,
+        "tcp",
+        &[],
+        |_| Vec::new(),
+        Duration::from_secs(30),
+        servers,
+    );
+    let leader = c.wait_leader(&[0, 1, 2], Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    for (i, node) in [leader, follower].into_iter().enumerate() {
+        let k = |s: &str| format!("{s}{i}");
+        let mut cl = RespClient::connect(c.nodes[node].listen).expect("connects");
+        // The default user has every permission.
+        assert_eq!(text(&cl.cmd(&["SET", &k("a"), "1"])), "OK");
+        assert_eq!(
+            text(&cl.cmd(&["AUTH", "reader", "wrong"]))
+                .split(' ')
+                .next(),
+            Some("WRONGPASS")
+        );
+        assert_eq!(text(&cl.cmd(&["AUTH", "reader", "rpw"])), "OK");
+        assert_eq!(text(&cl.cmd(&["GET", &k("a")])), "1");
+        let set = text(&cl.cmd(&["SET", &k("a"), "2"]));
+        assert_eq!(
+            set, "NOPERM this user has no permissions to run the 'set' command",
+            "node {}",
+            c.nodes[node].id
+        );
+        // A transaction with a refused command is aborted, as by Redis.
+        let tx = pipeline_texts(
+            &mut cl,
+            &[&["MULTI"], &["INCR", &k("a")], &["GET", &k("a")], &["EXEC"]],
+        );
+        assert!(tx[1].starts_with("NOPERM"), "{tx:?}");
+        assert_eq!(tx[2], "QUEUED", "{tx:?}");
+        assert!(tx[3].starts_with("EXECABORT"), "{tx:?}");
+        // The user changes within one pipeline; each request is checked
+        // against the user it runs as.
+        let mixed = pipeline_texts(
+            &mut cl,
+            &[
+                &["SET", &k("app:1"), "r"],
+                &["AUTH", "app", "apw"],
+                &["SET", &format!("app:{i}"), "x"],
+                &["SET", &k("other"), "x"],
+                &["MULTI"],
+                &["GET", &k("a")],
+                &["EXEC"],
+                &["PUBLISH", "news", "hi"],
+                &["AUTH", "default", "anything"],
+                &["SET", &k("b"), "1"],
+            ],
+        );
+        assert!(mixed[0].starts_with("NOPERM"), "{mixed:?}");
+        assert_eq!(mixed[1..3], ["OK", "OK"], "{mixed:?}");
+        assert_eq!(
+            mixed[3],
+            format!(
+                "NOPERM this user has no permissions to access the '{}' key",
+                k("other")
+            ),
+            "{mixed:?}"
+        );
+        assert!(
+            mixed[5].starts_with("NOPERM") && mixed[6].starts_with("EXECABORT"),
+            "{mixed:?}"
+        );
+        assert_eq!(mixed[7], "0", "{mixed:?}");
+        // The default user has no password: AUTH default succeeds.
+        assert_eq!(mixed[8..], ["OK", "OK"], "{mixed:?}");
+        assert_eq!(text(&cl.cmd(&["GET", &k("a")])), "1");
+    }
+    // A permission taken through the sidecar (ACL is per server, as in
+    // Redis replication: this node's) applies to the next write at once.
+    let mut admin = RespClient::connect(c.nodes[leader].listen).expect("connects");
+    let mut app = RespClient::connect(c.nodes[leader].listen).expect("connects");
+    assert_eq!(text(&app.cmd(&["AUTH", "app", "apw"])), "OK");
+    assert_eq!(text(&app.cmd(&["SET", "app:late", "1"])), "OK");
+    assert_eq!(text(&admin.cmd(&["ACL", "SETUSER", "app", "-set"])), "OK");
+    let late = text(&app.cmd(&["SET", "app:late", "2"]));
+    assert!(late.starts_with("NOPERM"), "{late}");
+
+    let live = [0, 1, 2];
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
+    let snaps: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
+    let keys: Vec<(u32, String, String, Vec<String>, i64)> = [
+        ("a0", "1"),
+        ("a1", "1"),
+        ("app:0", "x"),
+        ("app:1", "x"),
+        ("app:late", "1"),
+        ("b0", "1"),
+        ("b1", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (0, k.to_string(), "string".into(), vec![v.to_string()], -1))
+    .collect();
+    for (n, s) in c.nodes.iter().zip(&snaps) {
+        assert_eq!(s, &keys, "node {} holds exactly the allowed writes", n.id);
+    }
+}
+
+/// A server with a password: the sidecar's own connections authenticate
+/// with `--backend-password`; a client that has not authenticated is
+/// answered NOAUTH for writes and reads, and nothing is replicated; once
+/// it has, its writes reach every backend.
+#[test]
+fn a_password_protected_server_needs_auth_through_the_sidecar() {
+    let servers = common::Servers {
+        via: common::Via::Tcp,
+        args: &["--requirepass", "s3cret"],
+    };
+    let c = Cluster::start_with(
+        Kind::Redis,
+        3,
+        "tcp",
+        &["--backend-password", "s3cret"],
+        |_| Vec::new(),
+        Duration::from_secs(30),
+        servers,
+    );
+    let mut cl = RespClient::connect(c.nodes[1].listen).expect("connects");
+    let r = pipeline_texts(
+        &mut cl,
+        &[
+            &["SET", "k", "early"],
+            &["GET", "k"],
+            &["AUTH", "wrong"],
+            &["SET", "k", "early"],
+            &["AUTH", "s3cret"],
+            &["SET", "k", "v"],
+            &["GET", "k"],
+        ],
+    );
+    assert!(
+        r[0].starts_with("NOAUTH") && r[1].starts_with("NOAUTH"),
+        "{r:?}"
+    );
+    assert!(
+        r[2].starts_with("WRONGPASS") && r[3].starts_with("NOAUTH"),
+        "{r:?}"
+    );
+    assert_eq!(r[4..], ["OK", "OK", "v"], "{r:?}");
+    let live = [0, 1, 2];
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
+    for n in &c.nodes {
+        let mut b = RespClient::connect(n.backend).expect("backend connects");
+        assert_eq!(text(&b.cmd(&["AUTH", "s3cret"])), "OK");
+        assert_eq!(b.cmd(&["DBSIZE"]), Frame::Integer(1), "node {}", n.id);
+        assert_eq!(text(&b.cmd(&["GET", "k"])), "v", "node {}", n.id);
+    }
+}

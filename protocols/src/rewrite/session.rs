@@ -77,6 +77,13 @@ impl RedisSession {
         self.multi.is_some()
     }
 
+    /// Notes a request refused before it reached the session (its user may
+    /// not run it): inside MULTI the transaction then fails, as after any
+    /// command rejected while queueing.
+    pub fn reject(&mut self) {
+        self.fail_in_multi(Action::Local);
+    }
+
     /// Decides what to do with one request. See the [module docs](super)
     /// for the contract of each [`Action`].
     pub fn rewrite(&mut self, req: &Request, ctx: &Context) -> Action {

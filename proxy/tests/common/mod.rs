@@ -269,16 +269,17 @@ pub fn start_backend(kind: Kind) -> (Proc, SocketAddr) {
 
 /// Starts a backend on `addr` and waits until it answers.
 pub fn start_backend_on(kind: Kind, addr: SocketAddr) -> Proc {
-    launch_backend(kind, addr, None)
+    launch_backend(kind, addr, None, &[])
 }
 
 /// Starts a backend that listens on the Unix socket `path` (redis-server
 /// also on `addr`; memcached, whose `-s` turns TCP off, only on `path`).
 pub fn start_backend_unix(kind: Kind, addr: SocketAddr, path: &Path) -> Proc {
-    launch_backend(kind, addr, Some(path))
+    launch_backend(kind, addr, Some(path), &[])
 }
 
-fn launch_backend(kind: Kind, addr: SocketAddr, socket: Option<&Path>) -> Proc {
+/// Starts a backend with extra command-line arguments.
+fn launch_backend(kind: Kind, addr: SocketAddr, socket: Option<&Path>, extra: &[&str]) -> Proc {
     let port = addr.port().to_string();
     let mut cmd = match kind {
         Kind::Redis => {
@@ -309,6 +310,7 @@ fn launch_backend(kind: Kind, addr: SocketAddr, socket: Option<&Path>) -> Proc {
         }
     };
     let child = cmd
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("the backend starts");
@@ -337,6 +339,20 @@ pub enum Via {
     Tcp,
     /// `--backend unix:PATH`.
     Unix,
+}
+
+/// How a test cluster's servers are started and reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Servers<'a> {
+    pub via: Via,
+    /// Extra arguments of every server.
+    pub args: &'a [&'a str],
+}
+
+impl From<Via> for Servers<'static> {
+    fn from(via: Via) -> Self {
+        Servers { via, args: &[] }
+    }
 }
 
 /// One sidecar of a test cluster.
@@ -406,18 +422,19 @@ impl Cluster {
     }
 
     /// [`Cluster::start`] with flags per node (`per_node(id)`, 1-based), a
-    /// limit for every node to become ready, and how sidecars reach their
-    /// servers.
-    pub fn start_with(
+    /// limit for every node to become ready, and how servers are started
+    /// and reached.
+    pub fn start_with<'a>(
         kind: Kind,
         n: u8,
         fabric: &str,
         extra: &[&str],
         per_node: impl Fn(u8) -> Vec<String>,
         ready: Duration,
-        via: Via,
+        servers: impl Into<Servers<'a>>,
     ) -> Cluster {
-        let unix = via == Via::Unix;
+        let servers = servers.into();
+        let unix = servers.via == Via::Unix;
         let dir = temp_dir(fabric);
         let peers: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
         let forward: Vec<String> = (0..n).map(|_| free_addr().to_string()).collect();
@@ -426,10 +443,8 @@ impl Cluster {
         for id in 1..=n {
             let backend = free_addr();
             let backend_socket = unix.then(|| dir.join(format!("backend-{id}.sock")));
-            let backend_proc = match &backend_socket {
-                Some(path) => start_backend_unix(kind, backend, path),
-                None => start_backend_on(kind, backend),
-            };
+            let backend_proc =
+                launch_backend(kind, backend, backend_socket.as_deref(), servers.args);
             let listen = free_addr();
             let http = free_addr();
             let mut args: Vec<String> = vec![
