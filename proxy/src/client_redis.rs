@@ -235,9 +235,23 @@ impl Client {
             let mut denied = denied.map(Vec::into_iter);
             for req in segment {
                 let refusal = denied.as_mut().and_then(|d| d.next().flatten());
-                if self.step(req, refusal, &mut steps, &mut now).await {
+                let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
+                if is("quit") {
+                    self.flush(&mut steps).await;
+                    Frame::simple("OK").encode(&mut self.out);
                     return true;
                 }
+                // WATCH records the applied index: earlier writes first.
+                if refusal.is_none() && is("watch") {
+                    self.flush(&mut steps).await;
+                    now = now_ms();
+                }
+                let step = self.step(req, refusal, now);
+                if conn::starts_new_run(steps.iter().map(Step::place), step.place()) {
+                    self.flush(&mut steps).await;
+                    now = now_ms();
+                }
+                steps.push(step);
             }
             if changes.is_some() {
                 // Later requests are checked with the user, and the
@@ -253,76 +267,52 @@ impl Client {
         false
     }
 
-    /// Adds one request to the run (running the run first when the request
-    /// cannot join it); true when the client asked to quit. `refusal` is
-    /// the answer when the client's user may not run it.
-    async fn step(
-        &mut self,
-        req: Request,
-        refusal: Option<Frame>,
-        steps: &mut Vec<Step>,
-        now: &mut i64,
-    ) -> bool {
-        let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
-        if is("quit") {
-            self.flush(steps).await;
-            Frame::simple("OK").encode(&mut self.out);
-            return true;
-        }
-        let step = if let Some(f) = refusal {
+    /// What to do with one request; `refusal` is the answer when the
+    /// client's user may not run it.
+    fn step(&mut self, req: Request, refusal: Option<Frame>, now: i64) -> Step {
+        if let Some(f) = refusal {
             self.shared.count("refused", "noperm");
             self.session.reject();
-            Step::Ready(f)
-        } else {
-            // WATCH records the applied index: earlier writes first.
-            if is("watch") {
-                self.flush(steps).await;
-                *now = now_ms();
+            return Step::Ready(f);
+        }
+        let ctx = Context {
+            now_ms: now,
+            applied_index: self.shared.backend.applied(),
+        };
+        match self.session.rewrite(&req, &ctx) {
+            Action::Reply(f) => Step::Ready(f),
+            Action::Refuse(r) => {
+                self.shared.count("refused", "refused");
+                Step::Ready(r.to_frame())
             }
-            let ctx = Context {
-                now_ms: *now,
-                applied_index: self.shared.backend.applied(),
-            };
-            match self.session.rewrite(&req, &ctx) {
-                Action::Reply(f) => Step::Ready(f),
-                Action::Refuse(r) => {
-                    self.shared.count("refused", "refused");
-                    Step::Ready(r.to_frame())
-                }
-                Action::Replicate(entry) if !self.authed => {
-                    let _ = entry;
-                    self.shared.count("write", "noauth");
-                    Step::Ready(Frame::error("NOAUTH Authentication required."))
-                }
-                Action::Replicate(entry) => Step::Write(Some(entry)),
-                Action::Local => {
-                    if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
-                        .into_iter()
-                        .any(is)
-                    {
-                        self.shared.count("local", "refused");
-                        Step::Ready(Frame::error(format!(
-                            "ERR mu-sidecar does not relay '{}': subscribe to the \
-                             redis-server directly (published messages are replicated)",
-                            req.name_lower()
-                        )))
-                    } else {
-                        let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
-                        Step::Local {
-                            req,
-                            db: self.session.db(),
-                            read,
-                        }
+            Action::Replicate(entry) if !self.authed => {
+                let _ = entry;
+                self.shared.count("write", "noauth");
+                Step::Ready(Frame::error("NOAUTH Authentication required."))
+            }
+            Action::Replicate(entry) => Step::Write(Some(entry)),
+            Action::Local => {
+                let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
+                if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
+                    .into_iter()
+                    .any(is)
+                {
+                    self.shared.count("local", "refused");
+                    Step::Ready(Frame::error(format!(
+                        "ERR mu-sidecar does not relay '{}': subscribe to the \
+                         redis-server directly (published messages are replicated)",
+                        req.name_lower()
+                    )))
+                } else {
+                    let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
+                    Step::Local {
+                        req,
+                        db: self.session.db(),
+                        read,
                     }
                 }
             }
-        };
-        if conn::starts_new_run(steps.iter().map(Step::place), step.place()) {
-            self.flush(steps).await;
-            *now = now_ms();
         }
-        steps.push(step);
-        false
     }
 
     /// Executes the steps (all writes, or all local, plus ready answers)
