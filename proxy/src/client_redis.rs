@@ -9,7 +9,17 @@
 //!   database, so per-connection state lives where Redis keeps it;
 //! - a read waits for every earlier write of the same connection, so a
 //!   client always reads its own writes;
-//! - refused commands get an error and change nothing anywhere.
+//! - refused commands get an error and change nothing anywhere;
+//! - `CLIENT REPLY OFF|SKIP|ON` is kept here, not at the backend (which
+//!   would stop answering the connection the sidecar reads replies from);
+//! - RESP3 pushes from the backend (client-side caching invalidations)
+//!   are relayed in the position they arrived in, at once when the client
+//!   is idle, and before the replies of the client's own writes that
+//!   caused them;
+//! - when the backend connection breaks, a client that had set state on
+//!   it (AUTH, HELLO, CLIENT ...) is disconnected after its answers, as a
+//!   direct client would be, so that its library reconnects and sets the
+//!   state again instead of running without it.
 
 use crate::backend::AsyncStream;
 use crate::conn::{self, Place, ReadBlock};
@@ -75,12 +85,45 @@ enum Step {
     Write(Option<Entry>),
     /// Serve on this client's backend connection in database `db`.
     Local { req: Request, db: u32, read: bool },
+    /// `CLIENT REPLY`: the mode asked for, or `None` for a bad argument.
+    Switch(Option<ReplyMode>),
+}
+
+/// What `CLIENT REPLY` set: which replies the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    /// Every reply.
+    On,
+    /// None.
+    Off,
+    /// None for the next command, then every reply.
+    Skip,
+}
+
+/// The mode a `CLIENT REPLY` request asks for; `None` when it is not one,
+/// `Some(None)` when its argument is not ON, OFF or SKIP.
+fn reply_switch(req: &Request) -> Option<Option<ReplyMode>> {
+    let a = &req.args;
+    if a.len() != 3 || !a[0].eq_ignore_ascii_case(b"client") || !a[1].eq_ignore_ascii_case(b"reply")
+    {
+        return None;
+    }
+    let m = &a[2];
+    Some(if m.eq_ignore_ascii_case(b"on") {
+        Some(ReplyMode::On)
+    } else if m.eq_ignore_ascii_case(b"off") {
+        Some(ReplyMode::Off)
+    } else if m.eq_ignore_ascii_case(b"skip") {
+        Some(ReplyMode::Skip)
+    } else {
+        None
+    })
 }
 
 impl Step {
     fn place(&self) -> Place {
         match self {
-            Step::Ready(_) => Place::Ready,
+            Step::Ready(_) | Step::Switch(_) => Place::Ready,
             Step::Write(..) => Place::Write,
             Step::Local { .. } => Place::Local,
         }
@@ -95,6 +138,9 @@ pub(crate) struct LocalConn {
     buf: BytesMut,
     frames: FrameDecoder,
     db: u32,
+    /// RESP3 pushes read during the last exchange, each with the index of
+    /// the reply it arrived before.
+    pushes: Vec<(usize, Frame)>,
 }
 
 impl LocalConn {
@@ -110,9 +156,12 @@ impl LocalConn {
             buf: BytesMut::with_capacity(16 << 10),
             frames: FrameDecoder::default(),
             db: 0,
+            pushes: Vec::new(),
         })
     }
 
+    /// The next frame from the backend, push or reply. Cancel-safe: what
+    /// was read stays buffered.
     async fn read_frame(&mut self) -> Result<Frame, String> {
         loop {
             match self.frames.decode(&mut self.buf) {
@@ -128,7 +177,37 @@ impl LocalConn {
         }
     }
 
-    /// Sends the requests (each in its database) and returns their replies.
+    /// The next reply, with the pushes before it kept in `pushes` as
+    /// arriving before reply `index`.
+    async fn read_reply(&mut self, index: usize) -> Result<Frame, String> {
+        loop {
+            match self.read_frame().await? {
+                Frame::Push(p) => self.pushes.push((index, Frame::Push(p))),
+                f => return Ok(f),
+            }
+        }
+    }
+
+    /// The next push, waited for while nothing was asked: a reply then
+    /// would answer no request, so it breaks the connection.
+    async fn next_push(&mut self) -> Result<Frame, String> {
+        match self.read_frame().await? {
+            f @ Frame::Push(_) => Ok(f),
+            f => Err(format!(
+                "the backend sent a reply nothing asked for: {}",
+                crate::apply::frame_text(&f)
+            )),
+        }
+    }
+
+    /// The pushes of the last exchange, each with the index of the reply
+    /// it arrived before.
+    fn take_pushes(&mut self) -> Vec<(usize, Frame)> {
+        std::mem::take(&mut self.pushes)
+    }
+
+    /// Sends the requests (each in its database) and returns their replies;
+    /// pushes that arrived among them are kept for [`LocalConn::take_pushes`].
     pub(crate) async fn exchange(
         &mut self,
         reqs: &[(&Request, u32)],
@@ -150,10 +229,11 @@ impl LocalConn {
             .write_all(&out)
             .await
             .map_err(|e| format!("writing to the backend: {e}"))?;
+        self.pushes.clear();
         let mut replies = Vec::with_capacity(reqs.len());
         for ((req, want), select) in reqs.iter().zip(selects) {
             if select {
-                let f = self.read_frame().await?;
+                let f = self.read_reply(replies.len()).await?;
                 if f.is_error() {
                     // Not authenticated yet, most likely: the command's
                     // own reply will say so too.
@@ -162,7 +242,7 @@ impl LocalConn {
                     self.db = *want;
                 }
             }
-            let f = self.read_frame().await?;
+            let f = self.read_reply(replies.len()).await?;
             if req.name().eq_ignore_ascii_case(b"reset") {
                 self.db = 0;
             }
@@ -179,6 +259,11 @@ pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
         backend: None,
         authed: shared.opts.backend_password.is_none(),
         user: Bytes::from_static(DEFAULT_USER),
+        reply: ReplyMode::On,
+        quiet: Vec::new(),
+        tracking: false,
+        backend_state: false,
+        closing: false,
         out: BytesMut::with_capacity(16 << 10),
         decoder: RequestDecoder::default(),
         shared,
@@ -204,6 +289,22 @@ impl conn::Session for Client {
     fn out(&mut self) -> &mut BytesMut {
         &mut self.out
     }
+
+    async fn idle(&mut self) -> bool {
+        let Some(conn) = self.backend.as_mut() else {
+            return std::future::pending().await;
+        };
+        match conn.next_push().await {
+            Ok(f) => {
+                f.encode(&mut self.out);
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a client's backend connection broke while idle");
+                self.lost_backend()
+            }
+        }
+    }
 }
 
 struct Client {
@@ -214,6 +315,19 @@ struct Client {
     authed: bool,
     /// The ACL user this client authenticated as.
     user: Bytes,
+    /// Which replies the client gets (`CLIENT REPLY`).
+    reply: ReplyMode,
+    /// Per step not yet flushed: true when its reply is not sent.
+    quiet: Vec<bool>,
+    /// RESP3 client-side caching is on, its invalidations sent to this
+    /// connection (`CLIENT TRACKING ON` without REDIRECT).
+    tracking: bool,
+    /// The backend connection holds state set by the client (AUTH,
+    /// HELLO, CLIENT ...), lost if that connection breaks.
+    backend_state: bool,
+    /// The backend connection broke and took that state with it: the
+    /// client is disconnected after this batch's answers.
+    closing: bool,
     out: BytesMut,
     decoder: RequestDecoder,
 }
@@ -238,8 +352,18 @@ impl Client {
                 let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
                 if is("quit") {
                     self.flush(&mut steps).await;
-                    Frame::simple("OK").encode(&mut self.out);
+                    if self.reply == ReplyMode::On {
+                        Frame::simple("OK").encode(&mut self.out);
+                    }
                     return true;
+                }
+                if self.closing {
+                    steps.push(Step::Ready(Frame::error(
+                        "ERR mu-sidecar: the connection to the backend broke and took this \
+                         connection's state (AUTH, HELLO, CLIENT ...) with it; reconnect",
+                    )));
+                    self.quiet.push(self.reply != ReplyMode::On);
+                    continue;
                 }
                 // WATCH records the applied index: earlier writes first.
                 if refusal.is_none() && is("watch") {
@@ -251,7 +375,9 @@ impl Client {
                     self.flush(&mut steps).await;
                     now = now_ms();
                 }
+                let (step, quiet) = self.reply_mode(step);
                 steps.push(step);
+                self.quiet.push(quiet);
             }
             if changes.is_some() {
                 // Later requests are checked with the user, and the
@@ -264,7 +390,32 @@ impl Client {
             }
         }
         self.flush(&mut steps).await;
-        false
+        self.closing
+    }
+
+    /// Applies `CLIENT REPLY` to the step's reply and the mode: whether
+    /// the reply is left unsent.
+    fn reply_mode(&mut self, step: Step) -> (Step, bool) {
+        match step {
+            Step::Switch(Some(mode)) => {
+                // SKIP while OFF leaves it OFF; ON ends both.
+                if !(mode == ReplyMode::Skip && self.reply == ReplyMode::Off) {
+                    self.reply = mode;
+                }
+                (Step::Ready(Frame::simple("OK")), mode != ReplyMode::On)
+            }
+            step => {
+                let step = match step {
+                    Step::Switch(None) => Step::Ready(Frame::error("ERR syntax error")),
+                    s => s,
+                };
+                let quiet = self.reply != ReplyMode::On;
+                if self.reply == ReplyMode::Skip {
+                    self.reply = ReplyMode::On;
+                }
+                (step, quiet)
+            }
+        }
     }
 
     /// What to do with one request; `refusal` is the answer when the
@@ -292,6 +443,9 @@ impl Client {
             }
             Action::Replicate(entry) => Step::Write(Some(entry)),
             Action::Local => {
+                if let Some(mode) = reply_switch(&req) {
+                    return Step::Switch(mode);
+                }
                 let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
                 if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
                     .into_iter()
@@ -322,13 +476,23 @@ impl Client {
             return;
         }
         let mut taken = std::mem::take(steps);
+        let quiet: Vec<bool> = self.quiet.drain(..).collect();
         let frames = if taken.iter().any(|s| s.place() == Place::Write) {
-            self.run_writes(&mut taken).await
+            let replies = self.run_writes(&mut taken).await;
+            // The invalidations these writes caused go before their replies.
+            let mut frames = self.pushes_so_far().await;
+            frames.extend(replies);
+            frames
         } else {
             self.run_locals(&taken).await
         };
         let resp3 = self.session.protocol() == 3;
+        let mut quiet = quiet.into_iter();
         for f in frames {
+            // Pushes are not replies: CLIENT REPLY leaves them alone.
+            if !matches!(f, Frame::Push(_)) && quiet.next().unwrap_or(false) {
+                continue;
+            }
             let f = if resp3 && matches!(f, Frame::NullBulk | Frame::NullArray) {
                 Frame::Null
             } else {
@@ -369,7 +533,9 @@ impl Client {
                     tally.add(["write", outcome]);
                     frame
                 }
-                Step::Local { .. } => Frame::error("ERR mu-sidecar: internal ordering error"),
+                Step::Local { .. } | Step::Switch(_) => {
+                    Frame::error("ERR mu-sidecar: internal ordering error")
+                }
             });
         }
         tally.add_to(&self.shared.metrics.requests);
@@ -383,26 +549,36 @@ impl Client {
             .any(|s| matches!(s, Step::Local { read: true, .. }));
         let block = conn::read_gate(&shared, any_read).await;
         let mut batch: Vec<(&Request, u32)> = Vec::new();
+        let mut only_reads = true;
         for s in steps {
             if let Step::Local { req, db, read } = s {
                 let blocked = *read && block.is_some();
                 if !blocked {
                     batch.push((req, *db));
+                    only_reads &= *read;
                 }
             }
         }
         let replies = if batch.is_empty() {
             Ok(Vec::new())
         } else {
-            self.local_exchange(&batch).await
+            self.local_exchange(&batch, only_reads).await
         };
+        let mut pushes = match (&replies, self.backend.as_mut()) {
+            (Ok(_), Some(conn)) => conn.take_pushes(),
+            _ => Vec::new(),
+        }
+        .into_iter()
+        .peekable();
         let mut frames = Vec::with_capacity(steps.len());
         let mut tally = Tally::default();
         let mut next = 0;
         for s in steps {
             let f = match s {
                 Step::Ready(f) => f.clone(),
-                Step::Write(..) => Frame::error("ERR mu-sidecar: internal ordering error"),
+                Step::Write(..) | Step::Switch(_) => {
+                    Frame::error("ERR mu-sidecar: internal ordering error")
+                }
                 Step::Local { req, read, .. } => {
                     let class = if *read { "read" } else { "local" };
                     if let (true, Some(b)) = (*read, &block) {
@@ -419,6 +595,9 @@ impl Client {
                     } else {
                         let f = match &replies {
                             Ok(v) => {
+                                while let Some((_, p)) = pushes.next_if(|(i, _)| *i <= next) {
+                                    frames.push(p);
+                                }
                                 let f = v.get(next).cloned().unwrap_or(Frame::NullBulk);
                                 next += 1;
                                 f
@@ -428,7 +607,7 @@ impl Client {
                             }
                         };
                         tally.add([class, if f.is_error() { "error" } else { "ok" }]);
-                        self.track_auth(req, &f);
+                        self.track_state(req, &f);
                         f
                     }
                 }
@@ -439,38 +618,102 @@ impl Client {
         frames
     }
 
-    async fn local_exchange(&mut self, batch: &[(&Request, u32)]) -> Result<Vec<Frame>, String> {
-        if self.backend.is_none() {
+    /// Runs the batch on the client's backend connection. `only_reads`:
+    /// the batch may run twice, so a kept connection the server closed
+    /// meanwhile (a restart, CLIENT KILL, its idle timeout) is replaced
+    /// and the batch run again, unless the client had state on it.
+    async fn local_exchange(
+        &mut self,
+        batch: &[(&Request, u32)],
+        only_reads: bool,
+    ) -> Result<Vec<Frame>, String> {
+        let kept = self.backend.is_some();
+        if !kept {
             self.backend = Some(LocalConn::connect(&self.shared).await?);
         }
         let conn = self.backend.as_mut().expect("connected above");
         let r = conn.exchange(batch).await;
         if r.is_err() {
-            // A broken connection loses the client's backend-side state
-            // (AUTH, CLIENT SETNAME, ...): start over, unauthenticated.
-            self.backend = None;
-            self.authed = self.shared.opts.backend_password.is_none();
-            self.shared
-                .metrics
-                .backend_errors
-                .with_label_values(&["io"])
-                .inc();
+            if self.lost_backend() {
+                self.closing = true;
+            } else if kept && only_reads {
+                return Box::pin(self.local_exchange(batch, false)).await;
+            }
         }
         r
     }
 
-    /// Follows AUTH / HELLO ... AUTH / RESET outcomes.
-    fn track_auth(&mut self, req: &Request, reply: &Frame) {
+    /// The pushes that arrived on the backend connection up to now, when
+    /// RESP3 client-side caching may send some: a PING's reply comes
+    /// after every push the server queued before reading it.
+    async fn pushes_so_far(&mut self) -> Vec<Frame> {
+        if !(self.tracking && self.session.protocol() == 3) {
+            return Vec::new();
+        }
+        let Some(conn) = self.backend.as_mut() else {
+            return Vec::new();
+        };
+        let ping = Request::new(vec!["PING"]);
+        let db = conn.db;
+        match conn.exchange(&[(&ping, db)]).await {
+            Ok(_) => conn.take_pushes().into_iter().map(|(_, p)| p).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "a client's backend connection broke");
+                if self.lost_backend() {
+                    self.closing = true;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Forgets a broken backend connection, with the client's state on it
+    /// (AUTH, HELLO, CLIENT ...); the next request starts over on a new
+    /// one, unauthenticated. True when the client had set such state, so
+    /// that it must be disconnected rather than go on without it.
+    fn lost_backend(&mut self) -> bool {
+        self.backend = None;
+        self.authed = self.shared.opts.backend_password.is_none();
+        self.shared
+            .metrics
+            .backend_errors
+            .with_label_values(&["io"])
+            .inc();
+        let had_state = std::mem::take(&mut self.backend_state);
+        self.tracking = false;
+        had_state
+    }
+
+    /// Follows what a request served on the backend connection left there:
+    /// AUTH / HELLO ... AUTH (the user), CLIENT TRACKING, RESET.
+    fn track_state(&mut self, req: &Request, reply: &Frame) {
         let name = req.name();
-        let authenticates = name.eq_ignore_ascii_case(b"auth")
-            || (name.eq_ignore_ascii_case(b"hello")
-                && req.args.iter().any(|a| a.eq_ignore_ascii_case(b"auth")));
-        if authenticates && !reply.is_error() {
-            self.authed = true;
-            self.user = authenticated_user(req);
-        } else if name.eq_ignore_ascii_case(b"reset") {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if reply.is_error() {
+            return;
+        }
+        if is(b"reset") {
             self.authed = self.shared.opts.backend_password.is_none();
             self.user = Bytes::from_static(DEFAULT_USER);
+            self.tracking = false;
+            self.backend_state = false;
+            return;
+        }
+        let authenticates = is(b"auth")
+            || (is(b"hello") && req.args.iter().any(|a| a.eq_ignore_ascii_case(b"auth")));
+        if authenticates {
+            self.authed = true;
+            self.user = authenticated_user(req);
+        }
+        if is(b"auth") || is(b"hello") || is(b"client") {
+            self.backend_state = true;
+        }
+        let arg = |i: usize, v: &[u8]| req.args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(v));
+        if is(b"client") && arg(1, b"tracking") {
+            self.tracking = arg(2, b"on")
+                && !req.args[3..]
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(b"redirect"));
         }
     }
 }

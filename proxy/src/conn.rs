@@ -28,6 +28,14 @@ pub trait Session {
     ) -> impl std::future::Future<Output = bool> + Send;
     /// Appends the answer to a corrupt stream (the connection closes after).
     fn protocol_error(&mut self, e: &ProtocolError);
+    /// Waits, while the client sends nothing, for something to tell it
+    /// unasked (a Redis push: a client-side caching invalidation), which
+    /// it appends to [`Session::out`]; true when the connection must close.
+    /// Cancelled whenever a request arrives first, so it must lose nothing
+    /// when dropped at an await point. Never resolves by default.
+    fn idle(&mut self) -> impl std::future::Future<Output = bool> + Send {
+        std::future::pending()
+    }
     /// The bytes to write to the client.
     fn out(&mut self) -> &mut BytesMut;
 }
@@ -51,8 +59,21 @@ pub async fn serve<S: Session>(mut session: S, sock: TcpStream) -> io::Result<()
             }
         }
         if reqs.is_empty() && broken.is_none() {
-            if rd.read_buf(&mut inbuf).await? == 0 {
-                return Ok(());
+            tokio::select! {
+                biased;
+                n = rd.read_buf(&mut inbuf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                }
+                close = session.idle() => {
+                    let out = session.out();
+                    wr.write_all(out).await?;
+                    out.clear();
+                    if close {
+                        return Ok(());
+                    }
+                }
             }
             continue;
         }

@@ -399,3 +399,137 @@ fn a_password_protected_server_needs_auth_through_the_sidecar() {
         assert_eq!(text(&b.cmd(&["GET", "k"])), "v", "node {}", n.id);
     }
 }
+
+/// `CLIENT REPLY OFF|SKIP|ON` through the sidecar: the unwanted replies
+/// are dropped, every request still runs (writes reach every backend), and
+/// later replies stay in step with their requests.
+#[test]
+fn client_reply_off_and_skip_drop_replies_in_step() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let live = [0, 1, 2];
+    let leader = c.wait_leader(&live, Duration::from_secs(30));
+    for i in [leader, (leader + 1) % 3] {
+        let mut cl = RespClient::connect(c.nodes[i].listen).expect("connects");
+        let key = |k: &str| format!("reply:{i}:{k}");
+        let (a, b, n) = (key("a"), key("b"), key("n"));
+        let cmds: Vec<Vec<String>> = [
+            vec!["CLIENT", "REPLY", "OFF"],
+            vec!["SET", &a, "1"],
+            vec!["GET", &a],
+            vec!["CLIENT", "REPLY", "SKIP"],
+            vec!["INCR", &n],
+            vec!["CLIENT", "REPLY", "ON"],
+            vec!["GET", &a],
+            vec!["CLIENT", "REPLY", "SKIP"],
+            vec!["SET", &b, "2"],
+            vec!["GET", &b],
+            vec!["CLIENT", "REPLY", "maybe"],
+            vec!["INCR", &n],
+        ]
+        .iter()
+        .map(|c| c.iter().map(|s| s.to_string()).collect())
+        .collect();
+        let mut out = bytes::BytesMut::new();
+        for cmd in &cmds {
+            mu_protocols::resp::encode_request(cmd, &mut out);
+        }
+        cl.send_raw(&out).expect("sent");
+        let got: Vec<String> = (0..5).map(|_| text(&cl.read().expect("reply"))).collect();
+        assert_eq!(got, ["OK", "1", "2", "ERR syntax error", "2"], "node {i}");
+        // Nothing more was sent: the next reply is the next request's.
+        assert_eq!(text(&cl.cmd(&["PING"])), "PONG", "node {i}");
+    }
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
+    let snaps: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
+    assert_eq!(snaps[0].len(), 6, "{:?}", snaps[0]);
+    assert!(snaps.iter().all(|s| *s == snaps[0]), "{snaps:?}");
+}
+
+/// The id of the backend's client connection whose last command was
+/// `cmd` (read with `CLIENT LIST` on the backend itself).
+fn backend_client_with_last(backend: std::net::SocketAddr, cmd: &str) -> String {
+    let mut b = RespClient::connect(backend).expect("backend connects");
+    let list = text(&b.cmd(&["CLIENT", "LIST"]));
+    let line = list
+        .lines()
+        .find(|l| l.split(' ').any(|f| f == format!("cmd={cmd}")))
+        .unwrap_or_else(|| panic!("no client ran {cmd}: {list}"));
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("an id")
+        .to_string()
+}
+
+/// RESP3 client-side caching through a follower: the server's
+/// invalidations reach the client at once while it is idle, in their
+/// place among replies (before the reply of the client's own write that
+/// caused one), and replies stay in step. When the backend connection
+/// that held the tracking breaks, the client is disconnected (its cache
+/// would go stale silently otherwise); a client without such state just
+/// goes on over a new one.
+#[test]
+fn client_tracking_invalidations_reach_the_client_in_order() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let live = [0, 1, 2];
+    let leader = c.wait_leader(&live, Duration::from_secs(30));
+    let f = (leader + 1) % 3;
+    let mut t = RespClient::connect(c.nodes[f].listen).expect("connects");
+    assert!(matches!(t.cmd(&["HELLO", "3"]), Frame::Map(_)));
+    assert_eq!(text(&t.cmd(&["CLIENT", "TRACKING", "ON"])), "OK");
+    assert_eq!(t.cmd(&["GET", "cached"]), Frame::Null);
+    let invalidate = |key: &str| {
+        Frame::Push(vec![
+            Frame::Bulk("invalidate".into()),
+            Frame::Array(vec![Frame::Bulk(key.to_string().into())]),
+        ])
+    };
+    // Another client writes through the leader; the follower applies it
+    // and its server tells the tracking client, which sends nothing.
+    let mut w = RespClient::connect(c.nodes[leader].listen).expect("connects");
+    assert_eq!(text(&w.cmd(&["SET", "cached", "v1"])), "OK");
+    assert_eq!(t.read().expect("a push"), invalidate("cached"));
+    // Replies stay in step after the push.
+    assert_eq!(text(&t.cmd(&["GET", "cached"])), "v1");
+    // The client's own write: the invalidation comes before its reply.
+    let own: Vec<Vec<String>> = vec![
+        vec!["GET".into(), "own".into()],
+        vec!["SET".into(), "own".into(), "x".into()],
+        vec!["PING".into()],
+    ];
+    let mut out = bytes::BytesMut::new();
+    for cmd in &own {
+        mu_protocols::resp::encode_request(cmd, &mut out);
+    }
+    t.send_raw(&out).expect("sent");
+    let got: Vec<Frame> = (0..4).map(|_| t.read().expect("reply")).collect();
+    assert_eq!(
+        got,
+        [
+            Frame::Null,
+            invalidate("own"),
+            Frame::Simple("OK".into()),
+            Frame::Simple("PONG".into())
+        ]
+    );
+
+    // A client with no state on its backend connection: the connection
+    // is killed under it, and it goes on.
+    let mut plain = RespClient::connect(c.nodes[f].listen).expect("connects");
+    assert_eq!(text(&plain.cmd(&["ECHO", "plain"])), "plain");
+    let backend = c.nodes[f].backend;
+    let id = backend_client_with_last(backend, "echo");
+    let mut b = RespClient::connect(backend).expect("backend connects");
+    assert_eq!(b.cmd(&["CLIENT", "KILL", "ID", &id]), Frame::Integer(1));
+    assert_eq!(text(&plain.cmd(&["GET", "cached"])), "v1");
+
+    // The tracking client's backend connection is killed: it is told by
+    // its own connection closing.
+    assert_eq!(text(&t.cmd(&["ECHO", "tracked"])), "tracked");
+    let id = backend_client_with_last(backend, "echo");
+    assert_eq!(b.cmd(&["CLIENT", "KILL", "ID", &id]), Frame::Integer(1));
+    let closed = t.read();
+    assert!(
+        closed.is_err(),
+        "the tracking client was not disconnected: {closed:?}"
+    );
+}
