@@ -13,8 +13,8 @@
 //! - `CLIENT REPLY OFF|SKIP|ON` is kept here, not at the backend (which
 //!   would stop answering the connection the sidecar reads replies from);
 //! - RESP3 pushes from the backend (client-side caching invalidations)
-//!   are relayed in the position they arrived in, at once when the client
-//!   is idle, and before the replies of the client's own writes that
+//!   are relayed in the position they arrived in, at once when a tracking
+//!   client is idle, and before the replies of the client's own writes that
 //!   caused them;
 //! - when the backend connection breaks, a client that had set state on
 //!   it (AUTH, HELLO, CLIENT ...) is disconnected after its answers, as a
@@ -291,8 +291,12 @@ impl conn::Session for Client {
     }
 
     async fn idle(&mut self) -> bool {
-        let Some(conn) = self.backend.as_mut() else {
-            return std::future::pending().await;
+        // Only a tracking RESP3 connection is sent anything unasked; the
+        // others find a broken backend connection on their next request.
+        let expected = self.pushes_expected();
+        let conn = match self.backend.as_mut() {
+            Some(conn) if expected => conn,
+            _ => return std::future::pending().await,
         };
         match conn.next_push().await {
             Ok(f) => {
@@ -647,7 +651,7 @@ impl Client {
     /// RESP3 client-side caching may send some: a PING's reply comes
     /// after every push the server queued before reading it.
     async fn pushes_so_far(&mut self) -> Vec<Frame> {
-        if !(self.tracking && self.session.protocol() == 3) {
+        if !self.pushes_expected() {
             return Vec::new();
         }
         let Some(conn) = self.backend.as_mut() else {
@@ -665,6 +669,12 @@ impl Client {
                 Vec::new()
             }
         }
+    }
+
+    /// True when the backend sends this connection pushes unasked: RESP3
+    /// client-side caching with the invalidations sent to it.
+    fn pushes_expected(&self) -> bool {
+        self.tracking && self.session.protocol() == 3
     }
 
     /// Forgets a broken backend connection, with the client's state on it
