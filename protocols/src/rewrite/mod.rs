@@ -113,6 +113,9 @@ pub struct Refusal {
     pub command: String,
     /// Why, in words a user can act on.
     pub reason: &'static str,
+    /// The whole error line, when the server's own wording is kept (an
+    /// unknown Redis command is answered as redis-server answers it).
+    pub message: Option<String>,
 }
 
 impl Refusal {
@@ -120,6 +123,7 @@ impl Refusal {
         Self {
             command: command.to_string(),
             reason,
+            message: None,
         }
     }
 
@@ -127,8 +131,21 @@ impl Refusal {
         Self::new(command, policy::reason::UNKNOWN)
     }
 
+    /// An unknown Redis command or subcommand, answered in the server's
+    /// words ([`table::redis::unknown_error`](crate::table::unknown_error)).
+    pub(crate) fn unknown_redis(args: &[impl AsRef<[u8]>]) -> Self {
+        let name = args.first().map_or(&b""[..], |a| a.as_ref());
+        Self {
+            message: Some(crate::table::unknown_error(args)),
+            ..Self::unknown(&String::from_utf8_lossy(name))
+        }
+    }
+
     /// The RESP error for the client, e.g. `-ERR mu-sidecar refuses 'spop': ...`.
     pub fn to_frame(&self) -> Frame {
+        if let Some(message) = &self.message {
+            return Frame::error(message);
+        }
         if self.reason == policy::reason::UNKNOWN {
             return Frame::error(format!("ERR unknown command '{}'", self.command));
         }

@@ -88,8 +88,7 @@ impl RedisSession {
     /// for the contract of each [`Action`].
     pub fn rewrite(&mut self, req: &Request, ctx: &Context) -> Action {
         let Some(spec) = table::lookup(req) else {
-            let name = String::from_utf8_lossy(req.name()).into_owned();
-            return self.fail_in_multi(Action::Refuse(Refusal::unknown(&name)));
+            return self.fail_in_multi(Action::Refuse(Refusal::unknown_redis(&req.args)));
         };
         if !spec.arity_ok(req.len()) {
             let err = format!("ERR wrong number of arguments for '{}' command", spec.name);

@@ -9,7 +9,8 @@ pub mod verify;
 
 pub use memcached::{mc_class, mc_keys, McVerbSpec, MEMCACHED_VERBS};
 pub use redis::{
-    class_of, classify, find, key_positions, key_positions_into, lookup, lookup_args, CommandClass,
+    class_of, classify, find, key_positions, key_positions_into, lookup, lookup_args,
+    unknown_error, CommandClass,
 };
 pub use redis_data::REDIS_COMMANDS;
 pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec};

@@ -135,6 +135,49 @@ pub fn lookup_args(args: &[impl AsRef<[u8]>]) -> Option<&'static CommandSpec> {
     find_bytes(&key[..len])
 }
 
+/// The error Redis itself answers for a request [`lookup`] does not
+/// know: an unknown subcommand of a container command (`ERR unknown
+/// subcommand 'x'. Try CONFIG HELP.`), a container command without one
+/// (wrong number of arguments), or an unknown command, echoed with the
+/// start of its arguments as the server does (each quoted, until the
+/// echo reaches 128 bytes).
+pub fn unknown_error(args: &[impl AsRef<[u8]>]) -> String {
+    const ECHO_MAX: usize = 128;
+    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(ECHO_MAX)]).into_owned();
+    let name = args.first().map_or(&b""[..], |a| a.as_ref());
+    let container = name
+        .len()
+        .lt(&NAME_MAX)
+        .then(|| find_bytes(&name.to_ascii_lowercase()))
+        .flatten()
+        .filter(|spec| spec.has_subcommands);
+    if let Some(spec) = container {
+        return match args.get(1) {
+            Some(sub) => format!(
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                text(sub.as_ref()),
+                spec.name.to_ascii_uppercase()
+            ),
+            None => format!("ERR wrong number of arguments for '{}' command", spec.name),
+        };
+    }
+    let mut echo = String::new();
+    for arg in &args[1.min(args.len())..] {
+        if echo.len() >= ECHO_MAX {
+            break;
+        }
+        let arg = arg.as_ref();
+        let room = ECHO_MAX - echo.len();
+        echo.push('\'');
+        echo.push_str(&String::from_utf8_lossy(&arg[..arg.len().min(room)]));
+        echo.push_str("' ");
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {echo}",
+        text(name)
+    )
+}
+
 /// Longer names are in no table entry.
 const NAME_MAX: usize = 64;
 
@@ -349,6 +392,47 @@ fn sort_store_key(args: &[impl AsRef<[u8]>], out: &mut Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_requests_get_the_servers_own_error() {
+        // Each expected line is what redis-server 7.0 answers.
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["FOO"],
+                "ERR unknown command 'FOO', with args beginning with: ",
+            ),
+            (
+                &["foo", "a", "b"],
+                "ERR unknown command 'foo', with args beginning with: 'a' 'b' ",
+            ),
+            (
+                &["CONFIG"],
+                "ERR wrong number of arguments for 'config' command",
+            ),
+            (
+                &["config", "frob", "x"],
+                "ERR unknown subcommand 'frob'. Try CONFIG HELP.",
+            ),
+            (
+                &["Object", "Nope"],
+                "ERR unknown subcommand 'Nope'. Try OBJECT HELP.",
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(unknown_error(args), *want, "{args:?}");
+            assert!(lookup_args(args).is_none(), "{args:?} is unknown");
+        }
+        // The echo stops once it reaches 128 bytes, cutting the argument
+        // that crosses it.
+        let (x, y) = ("x".repeat(100), "y".repeat(100));
+        assert_eq!(
+            unknown_error(&["foo", &x, &y, "zzz"]),
+            format!(
+                "ERR unknown command 'foo', with args beginning with: '{x}' '{}' ",
+                &y[..25]
+            )
+        );
+    }
 
     fn keys(args: &[&str]) -> Vec<String> {
         let req = Request::new(args);
