@@ -9,7 +9,8 @@
 //! ```text
 //! u8  version (= 1)
 //! u8  kind    (1 = Redis, 2 = memcached)
-//! u8  flags   (bit 0: Redis transaction, MULTI..EXEC)
+//! u8  flags   (bit 0: Redis transaction, MULTI..EXEC;
+//!              bit 1: Redis, answered in RESP3)
 //! u8  reserved (= 0)
 //! u32 body length in bytes
 //! body:
@@ -33,6 +34,7 @@ pub const ENTRY_VERSION: u8 = 1;
 const KIND_REDIS: u8 = 1;
 const KIND_MEMCACHED: u8 = 2;
 const FLAG_TRANSACTION: u8 = 1;
+const FLAG_RESP3: u8 = 2;
 const HEADER_LEN: usize = 8;
 
 /// A WATCH condition checked when the transaction is applied: abort if
@@ -54,6 +56,10 @@ pub struct RedisEntry {
     pub db: u32,
     /// True: run the commands inside `MULTI` .. `EXEC`.
     pub transaction: bool,
+    /// True: the client speaks RESP3 (`HELLO 3`), so the commands run on
+    /// a RESP3 connection and their replies come in its types (maps,
+    /// doubles, ...), as the client's own connection would give them.
+    pub resp3: bool,
     /// WATCH conditions (transactions only).
     pub guards: Vec<WatchGuard>,
     /// The commands, each as name + arguments.
@@ -105,7 +111,8 @@ impl Entry {
         match self {
             Entry::Redis(r) => {
                 dst.put_u8(KIND_REDIS);
-                dst.put_u8(if r.transaction { FLAG_TRANSACTION } else { 0 });
+                let transaction = if r.transaction { FLAG_TRANSACTION } else { 0 };
+                dst.put_u8(transaction | if r.resp3 { FLAG_RESP3 } else { 0 });
                 dst.put_u8(0);
                 dst.put_u32_le(0);
                 dst.put_u32_le(r.db);
@@ -170,7 +177,8 @@ impl Entry {
         let kind = r.u8()?;
         let flags = r.u8()?;
         let reserved = r.u8()?;
-        if reserved != 0 || flags & !FLAG_TRANSACTION != 0 || (kind != KIND_REDIS && flags != 0) {
+        let known = FLAG_TRANSACTION | FLAG_RESP3;
+        if reserved != 0 || flags & !known != 0 || (kind != KIND_REDIS && flags != 0) {
             return Err(EntryError::UnknownFlags(flags | reserved));
         }
         let body = r.u32()? as usize;
@@ -184,7 +192,9 @@ impl Entry {
             return Err(EntryError::Trailing(bytes.len() - end));
         }
         match kind {
-            KIND_REDIS => r.redis(flags & FLAG_TRANSACTION != 0).map(Entry::Redis),
+            KIND_REDIS => r
+                .redis(flags & FLAG_TRANSACTION != 0, flags & FLAG_RESP3 != 0)
+                .map(Entry::Redis),
             KIND_MEMCACHED => Ok(Entry::Memcached(bytes.slice(HEADER_LEN..))),
             other => Err(EntryError::UnknownKind(other)),
         }
@@ -232,7 +242,7 @@ impl Reader<'_> {
         }
         Ok(n)
     }
-    fn redis(&mut self, transaction: bool) -> Result<RedisEntry, EntryError> {
+    fn redis(&mut self, transaction: bool, resp3: bool) -> Result<RedisEntry, EntryError> {
         let db = self.u32()?;
         let n = self.count(16)?;
         let mut guards = Vec::with_capacity(n);
@@ -262,6 +272,7 @@ impl Reader<'_> {
         Ok(RedisEntry {
             db,
             transaction,
+            resp3,
             guards,
             commands,
         })
@@ -276,6 +287,7 @@ mod tests {
         Entry::Redis(RedisEntry {
             db: 3,
             transaction: true,
+            resp3: true,
             guards: vec![WatchGuard {
                 db: 3,
                 key: Bytes::from_static(b"k"),

@@ -315,12 +315,12 @@ proptest! {
     }
 
     #[test]
-    fn entries_round_trip(db in any::<u32>(), transaction in any::<bool>(),
+    fn entries_round_trip(db in any::<u32>(), transaction in any::<bool>(), resp3 in any::<bool>(),
                           guards in proptest::collection::vec((any::<u32>(), bytes(20), any::<u64>()), 0..3),
                           commands in proptest::collection::vec(proptest::collection::vec(bytes(20), 1..5), 0..4),
                           wire in bytes(60)) {
         let guards = guards.into_iter().map(|(db, key, seen_index)| WatchGuard { db, key, seen_index }).collect();
-        for e in [Entry::Redis(RedisEntry { db, transaction, guards, commands }), Entry::Memcached(wire)] {
+        for e in [Entry::Redis(RedisEntry { db, transaction, resp3, guards, commands }), Entry::Memcached(wire)] {
             prop_assert_eq!(Entry::decode(&e.to_bytes()).unwrap(), e);
         }
     }

@@ -1236,6 +1236,7 @@ mod tests {
             Entry::Redis(mu_protocols::entry::RedisEntry {
                 db: 2,
                 transaction: false,
+                resp3: false,
                 guards: Vec::new(),
                 commands: cmds
                     .iter()

@@ -537,3 +537,70 @@ fn client_tracking_invalidations_reach_the_client_in_order() {
         "the tracking client was not disconnected: {closed:?}"
     );
 }
+
+/// Writes and transactions through the sidecar are answered in the
+/// client's protocol with the types a plain redis-server gives: under
+/// RESP3 doubles, maps, sets and nulls (also inside an EXEC reply), under
+/// RESP2 their flat forms, with clients of both protocols writing in turn.
+#[test]
+fn replies_have_the_types_of_the_clients_protocol() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let live = [0, 1, 2];
+    let leader = c.wait_leader(&live, Duration::from_secs(30));
+    let (_reference_proc, reference) = common::start_backend(Kind::Redis);
+    let corpus: &[&[&str]] = &[
+        &["ZADD", "z", "1", "a", "2", "b", "3", "c"],
+        &["ZADD", "z", "INCR", "1.5", "a"],
+        &["ZINCRBY", "z", "2", "c"],
+        &["ZPOPMIN", "z"],
+        &["ZMPOP", "1", "z", "MAX", "COUNT", "1"],
+        &["ZMPOP", "1", "missing", "MIN"],
+        &["HSET", "h", "f", "1", "g", "2"],
+        &["HINCRBYFLOAT", "h", "f", "0.5"],
+        &["SADD", "s", "x"],
+        &["RPUSH", "l", "a", "b"],
+        &["LPOP", "missing", "2"],
+        &["LMPOP", "1", "missing", "LEFT"],
+        &["GETDEL", "missing"],
+        &["SET", "k", "v", "GET"],
+        &["GEOADD", "g", "13.361389", "38.115556", "p"],
+        &["MULTI"],
+        &["HGETALL", "h"],
+        &["ZSCORE", "z", "b"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["SMEMBERS", "s"],
+        &["GET", "missing"],
+        &["LPOP", "missing", "2"],
+        &["GEOPOS", "g", "p", "nowhere"],
+        &["INCRBYFLOAT", "n", "1.25"],
+        &["EXEC"],
+        &["SET", "plain", "1"],
+    ];
+    // Clients of both protocols through a follower and the leader, in
+    // turn, so that the backends' apply connections switch back and forth.
+    for (round, (node, proto)) in [
+        (leader, "3"),
+        ((leader + 1) % 3, "2"),
+        (leader, "2"),
+        ((leader + 2) % 3, "3"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut via = RespClient::connect(c.nodes[node].listen).expect("connects");
+        let mut direct = RespClient::connect(reference).expect("reference connects");
+        // The same keys in a database of each round's own.
+        let db = round.to_string();
+        for cl in [&mut via, &mut direct] {
+            assert!(!cl.cmd(&["HELLO", proto]).is_error(), "HELLO {proto}");
+            assert_eq!(text(&cl.cmd(&["SELECT", &db])), "OK");
+        }
+        for cmd in corpus {
+            let (got, want) = (via.cmd(cmd), direct.cmd(cmd));
+            assert_eq!(got, want, "RESP{proto} through node {node}: {cmd:?}");
+        }
+    }
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
+    let snaps: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
+    assert!(snaps.iter().all(|s| *s == snaps[0]), "{snaps:?}");
+}

@@ -15,6 +15,14 @@
 //! run (such a user needs `+mset`, or no joining). A Redis Cluster
 //! backend refuses multi-slot `MSET`: join only for a standalone server.
 
+//!
+//! **Protocol.** An entry from a RESP3 client runs on a RESP3 connection
+//! (a `HELLO 3` first when the connection is in RESP2, and `HELLO 2` back
+//! for the next RESP2 entry), so its reply has the types the client's own
+//! connection would give it: doubles, maps, sets, nested nulls, also
+//! inside a transaction's `EXEC` reply. A run of plain SETs answers `+OK`
+//! in either protocol and goes on whichever the connection speaks.
+
 use bytes::{Bytes, BytesMut};
 
 use super::WatchTracker;
@@ -26,7 +34,8 @@ use crate::resp::{encode_pairs, encode_request};
 pub enum ApplyPlan {
     /// The bytes appended to the output produce `replies` replies; the
     /// client's answer is the one at `client_reply` (0-based); the others
-    /// (`SELECT`, `MULTI`, `+QUEUED`) are checked for errors and dropped.
+    /// (`HELLO`, `SELECT`, `MULTI`, `+QUEUED`) are checked for errors and
+    /// dropped.
     Send {
         /// Number of replies the backend will send.
         replies: usize,
@@ -83,6 +92,8 @@ pub struct RedisApplier {
     /// The connection's database; `None` when unknown (start, or after a
     /// transaction that contained SELECT).
     db: Option<u32>,
+    /// The connection speaks RESP3 (a new one speaks RESP2).
+    resp3: bool,
     tracker: WatchTracker,
     /// The open run of plain SETs: its database and its keys and values.
     run_db: u32,
@@ -105,20 +116,22 @@ impl RedisApplier {
     pub fn new(watch_buckets: usize) -> Self {
         Self {
             db: None,
+            resp3: false,
             tracker: WatchTracker::new(watch_buckets),
             run_db: 0,
             run: Vec::new(),
         }
     }
 
-    /// Forgets the connection's selected database: call after reconnecting
-    /// (the WATCH history is kept, it belongs to the log, not the
-    /// connection).
+    /// Forgets the connection's selected database and protocol: call after
+    /// reconnecting (the WATCH history is kept, it belongs to the log, not
+    /// the connection).
     ///
     /// A run still open is dropped with the connection's state: call
     /// [`RedisApplier::finish_run`] before, for entries that must be sent.
     pub fn forget_connection(&mut self) {
         self.db = None;
+        self.resp3 = false;
         self.run.clear();
     }
 
@@ -176,6 +189,18 @@ impl RedisApplier {
         1
     }
 
+    /// Makes the connection speak RESP3 (`resp3`) or RESP2, sending a
+    /// `HELLO` when it does not; returns the replies that adds (0 or 1).
+    fn protocol(&mut self, resp3: bool, out: &mut BytesMut) -> usize {
+        if self.resp3 == resp3 {
+            return 0;
+        }
+        let version: &[u8] = if resp3 { b"3" } else { b"2" };
+        encode_request(&[&b"HELLO"[..], version], out);
+        self.resp3 = resp3;
+        1
+    }
+
     /// Sends the open run, if any, and says what it reads back.
     pub fn finish_run(&mut self, out: &mut BytesMut) -> Option<Run> {
         if self.run.is_empty() {
@@ -202,7 +227,8 @@ impl RedisApplier {
             return ApplyPlan::Aborted;
         }
         self.tracker.record(index, entry);
-        let mut replies = self.select(entry.db, out);
+        let mut replies = self.protocol(entry.resp3, out);
+        replies += self.select(entry.db, out);
         if entry.transaction {
             encode_request(&[&b"MULTI"[..]], out);
             replies += 1;
@@ -237,6 +263,7 @@ mod tests {
         RedisEntry {
             db,
             transaction,
+            resp3: false,
             guards: Vec::new(),
             commands: lines
                 .iter()
@@ -363,6 +390,58 @@ mod tests {
         assert!(cmds[1].starts_with("MSET k0 v k1 v"));
         assert_eq!(cmds[1].split(' ').count(), 1 + 2 * RUN_MAX);
         assert_eq!(a.finish_run(&mut out).map(|r| r.members), Some(1));
+    }
+
+    #[test]
+    fn resp3_entries_run_on_a_resp3_connection() {
+        let mut a = RedisApplier::default();
+        let mut out = BytesMut::new();
+        let resp3 = |db, tx, lines: &[&str]| RedisEntry {
+            resp3: true,
+            ..entry(db, tx, lines)
+        };
+        let send = |replies, client_reply| ApplyPlan::Send {
+            replies,
+            client_reply,
+        };
+        // HELLO 3, SELECT, the command: the client's reply is the last.
+        assert_eq!(
+            a.apply(1, &resp3(0, false, &["ZINCRBY z 1 m"]), &mut out),
+            send(3, 2)
+        );
+        assert_eq!(
+            a.apply(2, &resp3(0, true, &["HGETALL h"]), &mut out),
+            send(3, 2)
+        );
+        // Plain SETs answer +OK in either protocol: no switch for the run.
+        a.apply_joining(3, &entry(0, false, &["SET k v"]), &mut out);
+        a.apply_joining(4, &resp3(0, false, &["SET k2 v"]), &mut out);
+        a.finish_run(&mut out);
+        assert_eq!(
+            a.apply(5, &entry(0, false, &["INCR n"]), &mut out),
+            send(2, 1)
+        );
+        assert_eq!(
+            sent(&mut out),
+            [
+                "HELLO 3",
+                "SELECT 0",
+                "ZINCRBY z 1 m",
+                "MULTI",
+                "HGETALL h",
+                "EXEC",
+                "MSET k v k2 v",
+                "HELLO 2",
+                "INCR n"
+            ]
+        );
+        // A new connection speaks RESP2.
+        a.forget_connection();
+        assert_eq!(
+            a.apply(6, &entry(1, false, &["INCR n"]), &mut out),
+            send(2, 1)
+        );
+        assert_eq!(sent(&mut out), ["SELECT 1", "INCR n"]);
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl RedisSession {
             (Decision::Replicate(cmd), None) => Action::Replicate(Entry::Redis(RedisEntry {
                 db: self.db,
                 transaction: false,
+                resp3: self.protocol == 3,
                 guards: Vec::new(),
                 commands: vec![cmd],
             })),
@@ -212,6 +213,7 @@ impl RedisSession {
         Action::Replicate(Entry::Redis(RedisEntry {
             db: m.db,
             transaction: true,
+            resp3: self.protocol == 3,
             guards,
             commands: m.commands,
         }))

@@ -243,6 +243,7 @@ mod tests {
         RedisEntry {
             db,
             transaction: false,
+            resp3: false,
             guards: Vec::new(),
             commands: cmds
                 .iter()
