@@ -13,9 +13,18 @@ use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"conformance suite cluster secret";
 
+/// Listeners for a group, on a loopback address of its own (127.0.x.y,
+/// never 127.0.0.1). Outgoing connections on loopback always leave from
+/// 127.0.0.1, so none of them, in this test or another running beside
+/// it, can take a listener's port while its node is down: a restarted
+/// node binds its old address again.
 fn listeners(n: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static GROUP: AtomicU16 = AtomicU16::new(0);
+    let g = GROUP.fetch_add(1, Ordering::Relaxed) % 60_000;
+    let ip = std::net::Ipv4Addr::new(127, 0, 1 + (g / 250) as u8, 2 + (g % 250) as u8);
     let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .map(|_| TcpListener::bind((ip, 0)).expect("bind loopback"))
         .collect();
     let addrs = ls.iter().map(|l| l.local_addr().expect("addr")).collect();
     (ls, addrs)

@@ -74,6 +74,16 @@ impl ProtocolError {
         }
     }
 
+    /// What is wrong, without the position (for an error reply).
+    pub fn detail(&self) -> String {
+        match self {
+            ProtocolError::Malformed { what, .. } => what.to_string(),
+            ProtocolError::LimitExceeded {
+                limit, value, max, ..
+            } => format!("{limit} {value} exceeds the limit {max}"),
+        }
+    }
+
     /// Offset of the offending byte from the start of the decoded buffer.
     pub fn pos(&self) -> usize {
         match self {

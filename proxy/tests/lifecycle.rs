@@ -99,11 +99,27 @@ fn memcached_writes_reach_every_backend() {
         matches!(&cas, McReply::ClientError(e) if String::from_utf8_lossy(e).contains("CAS")),
         "{cas:?}"
     );
+    // A line memcached rejects is answered CLIENT_ERROR (nothing with
+    // noreply), and the connection goes on, as memcached's own does.
+    for (i, raw) in [
+        &b"incr b abc\r\n"[..],
+        b"touch a soon\r\n",
+        b"get\r\n",
+        b"mg a 5\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = m[i % 3].call(raw).unwrap();
+        assert!(matches!(r, McReply::ClientError(_)), "{raw:?}: {r:?}");
+    }
+    let r = m[1].call(b"incr b abc noreply\r\nincr b 1\r\n").unwrap();
+    assert_eq!(r, McReply::Number(16), "the noreply error is not sent");
     let live = [0, 1, 2];
     c.wait_applied(&live, c.commit_index(&live), LIMIT);
     let expect = [
         ("a", Some("xy")),
-        ("b", Some("15")),
+        ("b", Some("16")),
         ("gone", None),
         ("quiet", Some("qq")),
         ("metakey", Some("mv")),

@@ -30,7 +30,7 @@ fn noreply(dst: &mut BytesMut, on: bool) {
 impl McRequest {
     /// Appends this request's wire form to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
-        if let McRequest::Other { line } = self {
+        if let McRequest::Other { line } | McRequest::Invalid { line, .. } = self {
             dst.extend_from_slice(line);
             crlf(dst);
             return;
@@ -110,7 +110,10 @@ impl McRequest {
                     dst.extend_from_slice(a);
                 }
             }
-            McRequest::Version | McRequest::Quit | McRequest::Other { .. } => {}
+            McRequest::Version
+            | McRequest::Quit
+            | McRequest::Other { .. }
+            | McRequest::Invalid { .. } => {}
             McRequest::Meta(m) => {
                 if m.verb != MetaVerb::Noop {
                     sp(dst);

@@ -30,10 +30,12 @@ pub(crate) fn tokens(buf: &[u8], start: usize, end: usize, out: &mut Vec<(usize,
 ///
 /// Follows the `tokio_util::codec::Decoder` contract (see the crate docs).
 /// A line with an unknown verb is [`McRequest::Other`] (memcached answers
-/// it with `ERROR` and carries on). A known command that memcached would
-/// reject (bad number, key over 250 bytes, missing argument) is a
-/// [`ProtocolError`]: for storage commands the data length is then unknown
-/// and the stream cannot be followed any further.
+/// it with `ERROR` and carries on). A line of a known command without a
+/// data block that memcached would reject (bad number, key over 250
+/// bytes, missing argument) is [`McRequest::Invalid`] (memcached answers
+/// `CLIENT_ERROR` and carries on). Such a line of a storage command
+/// (`set` ... `cas`, `ms`) is a [`ProtocolError`]: its data block's length
+/// is then unknown, and the stream cannot be followed any further.
 #[derive(Debug, Default)]
 pub struct McRequestDecoder {
     limits: Limits,
@@ -158,7 +160,20 @@ impl McRequestDecoder {
             toks: &self.toks,
             limits: &self.limits,
         };
-        let parsed = parse(&ctx)?;
+        let parsed = match parse(&ctx) {
+            Ok(p) => p,
+            Err(e) if !has_data_block(ctx.tok(0)) => {
+                let end = self.toks.last().map_or(0, |t| t.1);
+                let noreply = ctx.tok(self.toks.len() - 1) == b"noreply";
+                let frame = buf.split_to(line.next).freeze();
+                return Ok(Some(McRequest::Invalid {
+                    line: frame.slice(..end),
+                    error: e.detail(),
+                    noreply,
+                }));
+            }
+            Err(e) => return Err(e),
+        };
         match parsed {
             Parsed::Done(make) => {
                 let frame = buf.split_to(line.next).freeze();
@@ -181,6 +196,14 @@ impl McRequestDecoder {
             }
         }
     }
+}
+
+/// The verbs whose line announces a data block.
+fn has_data_block(verb: &[u8]) -> bool {
+    matches!(
+        verb,
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms"
+    )
 }
 
 fn slice(r: (usize, usize)) -> impl Fn(&Bytes) -> Bytes {

@@ -204,6 +204,18 @@ pub enum McRequest {
         /// terminator excluded).
         line: Bytes,
     },
+    /// A line of a known command without a data block that memcached
+    /// rejects (a bad number, a key over 250 bytes, a missing or unknown
+    /// argument): memcached answers it with `CLIENT_ERROR` (nothing when
+    /// the line ends in `noreply`) and goes on with the next line.
+    Invalid {
+        /// The line up to its last token, as for [`McRequest::Other`].
+        line: Bytes,
+        /// What is wrong with it, for the `CLIENT_ERROR` line.
+        error: String,
+        /// The line's last token is `noreply`.
+        noreply: bool,
+    },
 }
 
 impl McRequest {
@@ -240,6 +252,7 @@ impl McRequest {
             McRequest::Stats { .. } => "stats",
             McRequest::Quit => "quit",
             McRequest::Other { .. } => "unknown",
+            McRequest::Invalid { .. } => "invalid",
             McRequest::Meta(m) => match m.verb {
                 MetaVerb::Get => "mg",
                 MetaVerb::Set => "ms",
@@ -270,7 +283,8 @@ impl McRequest {
             | McRequest::Arith { noreply, .. }
             | McRequest::Touch { noreply, .. }
             | McRequest::FlushAll { noreply, .. }
-            | McRequest::Verbosity { noreply, .. } => *noreply,
+            | McRequest::Verbosity { noreply, .. }
+            | McRequest::Invalid { noreply, .. } => *noreply,
             _ => false,
         }
     }

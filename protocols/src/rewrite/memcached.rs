@@ -16,6 +16,9 @@ const CAS_REASON: &str =
 /// Decides what to do with one memcached request (memcached has no
 /// connection state that replication depends on).
 pub fn rewrite_memcached(req: &McRequest, ctx: &Context) -> Action {
+    if let McRequest::Invalid { error, .. } = req {
+        return Action::Refuse(Refusal::bad_memcached_line(error));
+    }
     match mc_class(req) {
         CommandClass::Write => {}
         CommandClass::Unsupported => return Action::Refuse(Refusal::unknown(req.verb_name())),

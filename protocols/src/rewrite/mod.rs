@@ -141,6 +141,15 @@ impl Refusal {
         }
     }
 
+    /// A memcached line memcached itself would reject
+    /// ([`McRequest::Invalid`](crate::memcached::McRequest::Invalid)).
+    pub(crate) fn bad_memcached_line(error: &str) -> Self {
+        Self {
+            message: Some(format!("bad command line format: {error}")),
+            ..Self::new("invalid", policy::reason::MALFORMED)
+        }
+    }
+
     /// The RESP error for the client, e.g. `-ERR mu-sidecar refuses 'spop': ...`.
     pub fn to_frame(&self) -> Frame {
         if let Some(message) = &self.message {
@@ -159,6 +168,9 @@ impl Refusal {
     /// The memcached error line for the client (`ERROR` for unknown
     /// commands, as memcached itself answers).
     pub fn to_memcached(&self) -> crate::memcached::McReply {
+        if let Some(message) = &self.message {
+            return crate::memcached::McReply::ClientError(bytes::Bytes::from(message.clone()));
+        }
         if self.reason == policy::reason::UNKNOWN {
             return crate::memcached::McReply::Error(bytes::Bytes::new());
         }

@@ -57,6 +57,8 @@ pub mod reason {
          rdbcompression, rdbchecksum), tcp-keepalive, activedefrag and active-defrag-*";
     /// Unknown commands.
     pub const UNKNOWN: &str = "unknown command";
+    /// A command line the server would reject as malformed.
+    pub const MALFORMED: &str = "malformed command line";
 }
 
 /// `CONFIG SET` parameters that only change how one node's backend logs,
