@@ -229,9 +229,8 @@ impl RedisSession {
 
     fn watch(&mut self, req: &Request, ctx: &Context) -> Action {
         if self.multi.is_some() {
-            return self.fail_in_multi(Action::Reply(Frame::error(
-                "ERR WATCH inside MULTI is not allowed",
-            )));
+            // Refused, but the transaction goes on (as MULTI inside MULTI).
+            return Action::Reply(Frame::error("ERR WATCH inside MULTI is not allowed"));
         }
         for key in &req.args[1..] {
             self.watched.push(WatchGuard {
@@ -433,6 +432,23 @@ mod tests {
             panic!()
         };
         assert_eq!((e.db, e.transaction), (0, false));
+    }
+
+    #[test]
+    fn watch_or_multi_inside_multi_is_refused_and_the_transaction_goes_on() {
+        let mut s = RedisSession::default();
+        run(&mut s, "MULTI");
+        for nested in ["WATCH k", "MULTI"] {
+            assert!(
+                matches!(run(&mut s, nested), Action::Reply(Frame::Error(_))),
+                "{nested}"
+            );
+        }
+        run(&mut s, "SET k v");
+        let Action::Replicate(Entry::Redis(e)) = run(&mut s, "EXEC") else {
+            panic!("the transaction runs")
+        };
+        assert!(e.transaction && e.guards.is_empty() && e.commands.len() == 1);
     }
 
     #[test]
