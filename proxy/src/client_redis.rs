@@ -262,6 +262,7 @@ pub async fn serve(shared: Arc<Shared>, sock: TcpStream) -> io::Result<()> {
         reply: ReplyMode::On,
         quiet: Vec::new(),
         tracking: false,
+        protocol: 2,
         backend_state: false,
         closing: false,
         out: BytesMut::with_capacity(16 << 10),
@@ -326,6 +327,9 @@ struct Client {
     /// RESP3 client-side caching is on, its invalidations sent to this
     /// connection (`CLIENT TRACKING ON` without REDIRECT).
     tracking: bool,
+    /// The RESP version of the backend connection, as its last accepted
+    /// `HELLO` set it.
+    protocol: u8,
     /// The backend connection holds state set by the client (AUTH,
     /// HELLO, CLIENT ...), lost if that connection breaks.
     backend_state: bool,
@@ -699,10 +703,23 @@ impl Client {
     fn track_state(&mut self, req: &Request, reply: &Frame) {
         let name = req.name();
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"hello") {
+            let version = req.args.get(1).and_then(|v| match &v[..] {
+                b"2" => Some(2),
+                b"3" => Some(3),
+                _ => None,
+            });
+            match version {
+                _ if reply.is_error() => self.session.set_protocol(self.protocol),
+                Some(v) => self.protocol = v,
+                None => {}
+            }
+        }
         if reply.is_error() {
             return;
         }
         if is(b"reset") {
+            self.protocol = 2;
             self.authed = self.shared.opts.backend_password.is_none();
             self.user = Bytes::from_static(DEFAULT_USER);
             self.tracking = false;

@@ -402,6 +402,29 @@ fn a_password_protected_server_needs_auth_through_the_sidecar() {
         assert_eq!(b.cmd(&["DBSIZE"]), Frame::Integer(1), "node {}", n.id);
         assert_eq!(text(&b.cmd(&["GET", "k"])), "v", "node {}", n.id);
     }
+    // A refused HELLO changes no protocol: writes pipelined after it are
+    // still answered in the one the connection speaks.
+    let mut cl = RespClient::connect(c.nodes[2].listen).expect("connects");
+    let hello = cl.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]);
+    assert!(matches!(hello, Frame::Map(_)), "{hello:?}");
+    let mut out = bytes::BytesMut::new();
+    for cmd in [
+        &["HELLO", "2", "AUTH", "default", "wrong"][..],
+        &["ZINCRBY", "z", "1.5", "m"],
+    ] {
+        mu_protocols::resp::encode_request(cmd, &mut out);
+    }
+    cl.send_raw(&out).expect("sent");
+    let refused = cl.read().expect("HELLO's reply");
+    assert!(text(&refused).starts_with("WRONGPASS"), "{refused:?}");
+    assert_eq!(
+        cl.read().expect("ZINCRBY's reply"),
+        Frame::Double(bytes::Bytes::from_static(b"1.5"))
+    );
+    assert_eq!(
+        cl.cmd(&["ZINCRBY", "z", "1", "m"]),
+        Frame::Double(bytes::Bytes::from_static(b"2.5"))
+    );
 }
 
 /// `CLIENT REPLY OFF|SKIP|ON` through the sidecar: the unwanted replies

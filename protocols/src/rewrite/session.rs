@@ -72,6 +72,13 @@ impl RedisSession {
         self.protocol
     }
 
+    /// Puts back the RESP version after a `HELLO` the backend refused
+    /// (the session took the new version when it saw the request, as the
+    /// requests pipelined after it are answered in it).
+    pub fn set_protocol(&mut self, version: u8) {
+        self.protocol = version;
+    }
+
     /// True between MULTI and EXEC/DISCARD.
     pub fn in_multi(&self) -> bool {
         self.multi.is_some()
