@@ -121,8 +121,8 @@ fn redis_cli_works_through_every_node() {
     assert_eq!(data.len(), 1000 + 6, "{:?}", &data[..6.min(data.len())]);
 }
 
-/// redis-benchmark (50 connections) and redis-py through a follower over
-/// the shm fabric.
+/// redis-benchmark (50 connections) and redis-py, in RESP2 (Debian's) and
+/// in RESP3 (redis-py 5), through a follower over the shm fabric.
 #[test]
 fn redis_benchmark_and_redis_py_work_through_a_follower() {
     let c = Cluster::start(Kind::Redis, 3, "shm", &[]);
@@ -157,6 +157,14 @@ fn redis_benchmark_and_redis_py_work_through_a_follower() {
     cmd.args(c.nodes.iter().map(|n| n.backend.port().to_string()));
     let out = run_ok(&mut cmd, b"", CLIENT_LIMIT);
     assert!(out.contains("redis-py: all checks passed"), "{out}");
+    redis_backends_agree(&c);
+
+    // RESP3: typed write replies, a transaction and client-side caching.
+    let mut cmd = Command::new(common::python_resp3());
+    cmd.arg(script("redis_resp3_client.py")).arg(&port);
+    cmd.args(c.nodes.iter().map(|n| n.backend.port().to_string()));
+    let out = run_ok(&mut cmd, b"", CLIENT_LIMIT);
+    assert!(out.contains("redis-py RESP3: all checks passed"), "{out}");
     redis_backends_agree(&c);
 }
 

@@ -864,6 +864,29 @@ pub fn run_ok(cmd: &mut Command, stdin: &[u8], limit: Duration) -> String {
 /// A Python 3 interpreter that can import `module` (Debian's python3-*
 /// packages install into /usr/bin/python3's path, which a python3 earlier
 /// on PATH may not search), or a panic naming the package to install.
+/// The python3 of the virtualenv `scripts/install-deps.sh` makes beside
+/// the checkout (`target/test-python`), with redis-py 5, which speaks
+/// RESP3 (Debian's redis-py does not).
+pub fn python_resp3() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python3");
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import redis, sys; sys.exit(int(redis.__version__.split('.')[0]) < 5)",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import redis-py 5 or later: run scripts/install-deps.sh, which makes that \
+         virtualenv (python3 -m venv target/test-python && target/test-python/bin/pip install \
+         redis==5.2.1)",
+        py.display()
+    );
+    py
+}
+
 pub fn python_with(module: &str, package: &str) -> PathBuf {
     let mut candidates = vec![PathBuf::from("/usr/bin/python3")];
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {

@@ -106,7 +106,7 @@ def main():
         check("RESP3 HGETALL", r3.hgetall("py:hash"), {"f1": "1", "f2": "2"})
         expected_resp3 = ["py:resp3"]
     else:
-        print(f"redis-py {redis.__version__} speaks RESP2 only; RESP3 is covered by redis-cli -3")
+        print(f"redis-py {redis.__version__} speaks RESP2 only; redis_resp3_client.py covers RESP3")
         expected_resp3 = []
 
     # Every other backend holds the data once it applied it.
