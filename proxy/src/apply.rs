@@ -36,6 +36,7 @@ use mu_protocols::memcached::{
 };
 use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
 use mu_protocols::rewrite::{ApplyPlan, RedisApplier, Run, Step};
+use mu_protocols::table;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -391,8 +392,14 @@ fn fail_own(shared: &Shared, c: &Committed, why: &str) {
 enum Plan {
     /// Nothing was sent (barrier, undecodable entry, aborted transaction).
     Done(Option<Applied>),
-    /// Redis: `replies` replies, the client's at `client`.
-    Redis { replies: usize, client: usize },
+    /// Redis: `replies` replies, the client's at `client`; `compare`: the
+    /// client's reply is the same on every healthy node (see
+    /// [`replies_compare`]).
+    Redis {
+        replies: usize,
+        client: usize,
+        compare: bool,
+    },
     /// Redis: the entry joined a run of plain SETs; the run's reply, read
     /// at its [`Plan::Run`], is its answer.
     Joined,
@@ -879,6 +886,7 @@ impl Applier {
                     } => Plan::Redis {
                         replies,
                         client: client_reply,
+                        compare: replies_compare(&e),
                     },
                     Step::Plan {
                         plan: ApplyPlan::Aborted,
@@ -930,9 +938,10 @@ impl Applier {
         // breaks half way.
         let done = &mut self.outcomes;
         let read = read_outcomes(conn, self.plans.drain(..), done, &mut self.joined, &shared).await;
-        shared
-            .digests
-            .fold_all(done.iter().map(|d| (d.index, d.applied.as_ref())));
+        shared.digests.fold_all(
+            done.iter()
+                .map(|d| (d.index, d.applied.as_ref(), d.compare)),
+        );
         if let Some(d) = done.iter().rev().find(|d| d.last) {
             shared.backend.set_applied(d.index);
         }
@@ -961,6 +970,9 @@ struct Outcome {
     /// The tag of this node's write, if it is one.
     tag: Option<u64>,
     applied: Option<Applied>,
+    /// The reply is the same on every healthy node, so the divergence
+    /// digests compare it.
+    compare: bool,
     /// The entry's last payload: the entry is applied.
     last: bool,
 }
@@ -993,6 +1005,7 @@ async fn read_plans(
     shared: &Shared,
 ) -> Result<(), String> {
     for (plan, tag, index, last) in plans {
+        let mut compare = true;
         let applied = match plan {
             Plan::Done(a) => a,
             Plan::Joined => {
@@ -1017,9 +1030,16 @@ async fn read_plans(
                 }
                 continue;
             }
-            Plan::Redis { replies, client } => read_redis(conn, replies, client, index, shared)
-                .await?
-                .map(Applied::Redis),
+            Plan::Redis {
+                replies,
+                client,
+                compare: c,
+            } => {
+                compare = c;
+                read_redis(conn, replies, client, index, shared)
+                    .await?
+                    .map(Applied::Redis)
+            }
             Plan::McOne => {
                 let r = conn.read_mc().await?;
                 if is_mc_error(&r) {
@@ -1043,6 +1063,7 @@ async fn read_plans(
             index,
             tag,
             applied,
+            compare,
             last,
         });
     }
@@ -1072,6 +1093,19 @@ async fn read_redis(
         }
     }
     Ok(answer)
+}
+
+/// False when healthy nodes may answer the entry differently: a read
+/// queued in a transaction may list a big set or hash in the order of
+/// each server's own hash seed, pick random members (SRANDMEMBER,
+/// HRANDFIELD), or see the time at which each node applies it (PTTL).
+/// Writes and their replies are the same everywhere (nondeterministic
+/// writes are refused, replicated scripts trusted to be deterministic).
+fn replies_compare(entry: &mu_protocols::entry::RedisEntry) -> bool {
+    !entry.transaction
+        || entry.commands.iter().all(|c| {
+            table::lookup_args(c).is_none_or(|s| table::class_of(s) != table::CommandClass::Read)
+        })
 }
 
 fn is_mc_error(r: &McReply) -> bool {
