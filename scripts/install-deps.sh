@@ -33,7 +33,10 @@ apt_install() {
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${packages[@]}"
+  # The same list as `packages` above.
+  apt-get install -y -q --no-install-recommends redis-server redis-tools memcached procps iproute2 gdb \
+    python3-redis python3-pymemcache python3-venv libmemcached-tools prometheus \
+    cmake pkg-config python3 clang libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev
   # Debian starts the packaged services; the tests start their own servers on
   # free ports, so the system-wide ones are stopped to keep the machine quiet.
   for svc in redis-server memcached prometheus; do

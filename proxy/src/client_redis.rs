@@ -704,12 +704,7 @@ impl Client {
         let name = req.name();
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if is(b"hello") {
-            let version = req.args.get(1).and_then(|v| match &v[..] {
-                b"2" => Some(2),
-                b"3" => Some(3),
-                _ => None,
-            });
-            match version {
+            match mu_protocols::rewrite::hello_version(req) {
                 _ if reply.is_error() => self.session.set_protocol(self.protocol),
                 Some(v) => self.protocol = v,
                 None => {}

@@ -77,7 +77,7 @@ mod watch;
 pub use apply::{ApplyPlan, RedisApplier, Run, Step, RUN_MAX};
 pub use expiry::{memcached_exptime, MEMCACHED_RELATIVE_MAX_S};
 pub use memcached::rewrite_memcached;
-pub use session::{RedisSession, DEFAULT_DATABASES};
+pub use session::{hello_version, RedisSession, DEFAULT_DATABASES};
 pub use watch::{command_writes, WatchTracker, Writes};
 
 use crate::entry::Entry;
@@ -132,7 +132,7 @@ impl Refusal {
     }
 
     /// An unknown Redis command or subcommand, answered in the server's
-    /// words ([`table::redis::unknown_error`](crate::table::unknown_error)).
+    /// words ([`table::unknown_error`](crate::table::unknown_error)).
     pub(crate) fn unknown_redis(args: &[impl AsRef<[u8]>]) -> Self {
         let name = args.first().map_or(&b""[..], |a| a.as_ref());
         Self {
@@ -154,9 +154,6 @@ impl Refusal {
     pub fn to_frame(&self) -> Frame {
         if let Some(message) = &self.message {
             return Frame::error(message);
-        }
-        if self.reason == policy::reason::UNKNOWN {
-            return Frame::error(format!("ERR unknown command '{}'", self.command));
         }
         Frame::error(format!(
             "ERR mu-sidecar refuses '{}': {}",

@@ -46,6 +46,15 @@ fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
+/// The RESP version a `HELLO` request asks for, when it names one the
+/// server speaks (2 or 3).
+pub fn hello_version(req: &Request) -> Option<u8> {
+    match req.args.get(1).and_then(|v| parse_i64(v)) {
+        Some(v @ 2..=3) => Some(v as u8),
+        _ => None,
+    }
+}
+
 impl RedisSession {
     /// A session for a server with `databases` databases. `trust_scripts`
     /// is the operator's promise that every EVAL/EVALSHA/FCALL script is
@@ -114,8 +123,8 @@ impl RedisSession {
             "hello" => {
                 // The backend validates HELLO and answers it; the session
                 // only notes a well-formed version switch.
-                if let Some(v @ 2..=3) = req.args.get(1).and_then(|v| parse_i64(v)) {
-                    self.protocol = v as u8;
+                if let Some(v) = hello_version(req) {
+                    self.protocol = v;
                 }
                 return Action::Local;
             }

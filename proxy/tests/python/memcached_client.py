@@ -9,27 +9,11 @@ non-zero on the first mismatch.
 """
 
 import sys
-import time
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheClientError
 
-
-def check(what, got, want):
-    if got != want:
-        sys.exit(f"{what}: got {got!r}, want {want!r}")
-
-
-def wait_for(what, f, limit=10.0):
-    """Polls f until it returns a true value or limit seconds pass."""
-    until = time.monotonic() + limit
-    while True:
-        v = f()
-        if v:
-            return v
-        if time.monotonic() > until:
-            sys.exit(f"timed out after {limit}s waiting for {what}")
-        time.sleep(0.002)
+from checks import check, wait_for
 
 
 class KeepFlags:
