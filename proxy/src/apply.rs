@@ -1098,14 +1098,18 @@ async fn read_redis(
 /// False when healthy nodes may answer the entry differently: a read
 /// queued in a transaction may list a big set or hash in the order of
 /// each server's own hash seed, pick random members (SRANDMEMBER,
-/// HRANDFIELD), or see the time at which each node applies it (PTTL).
-/// Writes and their replies are the same everywhere (nondeterministic
-/// writes are refused, replicated scripts trusted to be deterministic).
+/// HRANDFIELD), or see the time at which each node applies it (PTTL);
+/// `PUBLISH` counts the subscribers of each server, which differ. Writes
+/// and their replies are the same everywhere (nondeterministic writes are
+/// refused, replicated scripts trusted to be deterministic).
 fn replies_compare(entry: &mu_protocols::entry::RedisEntry) -> bool {
-    !entry.transaction
-        || entry.commands.iter().all(|c| {
-            table::lookup_args(c).is_none_or(|s| table::class_of(s) != table::CommandClass::Read)
+    entry.commands.iter().all(|c| {
+        table::lookup_args(c).is_none_or(|s| match table::class_of(s) {
+            table::CommandClass::PubSub => false,
+            table::CommandClass::Read => !entry.transaction,
+            _ => true,
         })
+    })
 }
 
 fn is_mc_error(r: &McReply) -> bool {

@@ -12,6 +12,9 @@
 //! - refused commands get an error and change nothing anywhere;
 //! - `CLIENT REPLY OFF|SKIP|ON` is kept here, not at the backend (which
 //!   would stop answering the connection the sidecar reads replies from);
+//! - subscription commands run on the client's own backend connection,
+//!   whose confirmations and published messages are relayed as they
+//!   arrive ([`crate::pubsub`]);
 //! - RESP3 pushes from the backend (client-side caching invalidations)
 //!   are relayed in the position they arrived in, at once when a tracking
 //!   client is idle, and before the replies of the client's own writes that
@@ -25,6 +28,7 @@ use crate::backend::AsyncStream;
 use crate::conn::{self, Place, ReadBlock};
 use crate::metrics::Tally;
 use crate::pending::Applied;
+use crate::pubsub::{self, Subscriptions};
 use crate::replicate::{self, WriteError};
 use crate::state::Shared;
 use bytes::{Bytes, BytesMut};
@@ -121,6 +125,12 @@ fn reply_switch(req: &Request) -> Option<Option<ReplyMode>> {
 }
 
 impl Step {
+    /// True for a subscription command, which the server answers with
+    /// confirmations instead of a reply.
+    fn subscribes(&self) -> bool {
+        matches!(self, Step::Local { req, .. } if pubsub::is_subscription(req))
+    }
+
     fn place(&self) -> Place {
         match self {
             Step::Ready(_) | Step::Switch(_) => Place::Ready,
@@ -138,9 +148,12 @@ pub(crate) struct LocalConn {
     buf: BytesMut,
     frames: FrameDecoder,
     db: u32,
-    /// RESP3 pushes read during the last exchange, each with the index of
-    /// the reply it arrived before.
+    /// Frames read during the last exchange that answer no request of
+    /// the usual kind (RESP3 pushes, published messages, subscription
+    /// confirmations), each with the index of the reply it arrived before.
     pushes: Vec<(usize, Frame)>,
+    /// What the connection is subscribed to.
+    subs: Subscriptions,
 }
 
 impl LocalConn {
@@ -157,6 +170,7 @@ impl LocalConn {
             frames: FrameDecoder::default(),
             db: 0,
             pushes: Vec::new(),
+            subs: Subscriptions::default(),
         })
     }
 
@@ -181,22 +195,33 @@ impl LocalConn {
     /// arriving before reply `index`.
     async fn read_reply(&mut self, index: usize) -> Result<Frame, String> {
         loop {
-            match self.read_frame().await? {
-                Frame::Push(p) => self.pushes.push((index, Frame::Push(p))),
-                f => return Ok(f),
+            let f = self.read_frame().await?;
+            if !self.subs.unasked(&f) {
+                return Ok(f);
             }
+            self.pushes.push((index, f));
         }
     }
 
-    /// The next push, waited for while nothing was asked: a reply then
-    /// would answer no request, so it breaks the connection.
-    async fn next_push(&mut self) -> Result<Frame, String> {
-        match self.read_frame().await? {
-            f @ Frame::Push(_) => Ok(f),
-            f => Err(format!(
-                "the backend sent a reply nothing asked for: {}",
-                crate::apply::frame_text(&f)
-            )),
+    /// Waits for the next push or published message while nothing was
+    /// asked, and encodes it into `out` with every further one already
+    /// read: a reply then would answer no request, so it breaks the
+    /// connection. Cancel-safe: nothing is taken before the first frame.
+    async fn next_pushes(&mut self, out: &mut BytesMut) -> Result<(), String> {
+        let mut f = self.read_frame().await?;
+        loop {
+            if !self.subs.unasked(&f) {
+                return Err(format!(
+                    "the backend sent a reply nothing asked for: {}",
+                    crate::apply::frame_text(&f)
+                ));
+            }
+            f.encode(out);
+            f = match self.frames.decode(&mut self.buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("the backend sent a malformed reply: {e}")),
+            };
         }
     }
 
@@ -208,6 +233,9 @@ impl LocalConn {
 
     /// Sends the requests (each in its database) and returns their replies;
     /// pushes that arrived among them are kept for [`LocalConn::take_pushes`].
+    /// A subscription command has no reply in the list: what the server
+    /// answers it (its confirmations, or its error) is kept with the
+    /// pushes.
     pub(crate) async fn exchange(
         &mut self,
         reqs: &[(&Request, u32)],
@@ -242,9 +270,19 @@ impl LocalConn {
                     self.db = *want;
                 }
             }
+            if pubsub::is_subscription(req) {
+                let mut left = self.subs.owed(req);
+                while left > 0 {
+                    let f = self.read_frame().await?;
+                    self.subs.take(&f, &mut left);
+                    self.pushes.push((replies.len(), f));
+                }
+                continue;
+            }
             let f = self.read_reply(replies.len()).await?;
-            if req.name().eq_ignore_ascii_case(b"reset") {
+            if req.name().eq_ignore_ascii_case(b"reset") && !f.is_error() {
                 self.db = 0;
+                self.subs.clear();
             }
             replies.push(f);
         }
@@ -292,18 +330,16 @@ impl conn::Session for Client {
     }
 
     async fn idle(&mut self) -> bool {
-        // Only a tracking RESP3 connection is sent anything unasked; the
-        // others find a broken backend connection on their next request.
+        // Only a subscriber or a tracking RESP3 connection is sent
+        // anything unasked; the others find a broken backend connection
+        // on their next request.
         let expected = self.pushes_expected();
         let conn = match self.backend.as_mut() {
             Some(conn) if expected => conn,
             _ => return std::future::pending().await,
         };
-        match conn.next_push().await {
-            Ok(f) => {
-                f.encode(&mut self.out);
-                false
-            }
+        match conn.next_pushes(&mut self.out).await {
+            Ok(()) => false,
             Err(e) => {
                 tracing::debug!(error = %e, "a client's backend connection broke while idle");
                 self.lost_backend()
@@ -374,11 +410,34 @@ impl Client {
                     continue;
                 }
                 // WATCH records the applied index: earlier writes first.
-                if refusal.is_none() && is("watch") {
+                // Whether RESP2's subscribed mode refuses a command is
+                // known once earlier subscription commands are confirmed.
+                // (A request after subscriptions flushes them, so unflushed
+                // ones are the last steps.)
+                let subscribing = || steps.last().is_some_and(Step::subscribes);
+                if (refusal.is_none() && is("watch"))
+                    || (subscribing() && !pubsub::is_subscription(&req))
+                {
                     self.flush(&mut steps).await;
                     now = now_ms();
                 }
-                let step = self.step(req, refusal, now);
+                let step = match self.refused_while_subscribed(&req) {
+                    Some(f) => {
+                        self.shared.count("local", "refused");
+                        Step::Ready(f)
+                    }
+                    None => self.step(req, refusal, now),
+                };
+                if step.subscribes() {
+                    // Answered by confirmations, which CLIENT REPLY
+                    // leaves alone, as it leaves pushes.
+                    if conn::starts_new_run(steps.iter().map(Step::place), step.place()) {
+                        self.flush(&mut steps).await;
+                        now = now_ms();
+                    }
+                    steps.push(step);
+                    continue;
+                }
                 if conn::starts_new_run(steps.iter().map(Step::place), step.place()) {
                     self.flush(&mut steps).await;
                     now = now_ms();
@@ -454,24 +513,11 @@ impl Client {
                 if let Some(mode) = reply_switch(&req) {
                     return Step::Switch(mode);
                 }
-                let is = |n: &str| req.name().eq_ignore_ascii_case(n.as_bytes());
-                if ["subscribe", "psubscribe", "ssubscribe", "monitor"]
-                    .into_iter()
-                    .any(is)
-                {
-                    self.shared.count("local", "refused");
-                    Step::Ready(Frame::error(format!(
-                        "ERR mu-sidecar does not relay '{}': subscribe to the \
-                         redis-server directly (published messages are replicated)",
-                        req.name_lower()
-                    )))
-                } else {
-                    let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
-                    Step::Local {
-                        req,
-                        db: self.session.db(),
-                        read,
-                    }
+                let read = lookup(&req).is_some_and(|s| class_of(s) == CommandClass::Read);
+                Step::Local {
+                    req,
+                    db: self.session.db(),
+                    read,
                 }
             }
         }
@@ -488,19 +534,24 @@ impl Client {
         let frames = if taken.iter().any(|s| s.place() == Place::Write) {
             let replies = self.run_writes(&mut taken).await;
             // The invalidations these writes caused go before their replies.
-            let mut frames = self.pushes_so_far().await;
-            frames.extend(replies);
+            let mut frames: Vec<Out> = self.pushes_so_far().await;
+            frames.extend(replies.into_iter().map(Out::Reply));
             frames
         } else {
             self.run_locals(&taken).await
         };
         let resp3 = self.session.protocol() == 3;
         let mut quiet = quiet.into_iter();
-        for f in frames {
-            // Pushes are not replies: CLIENT REPLY leaves them alone.
-            if !matches!(f, Frame::Push(_)) && quiet.next().unwrap_or(false) {
-                continue;
-            }
+        for out in frames {
+            let f = match out {
+                // Pushes are not replies: CLIENT REPLY leaves them alone.
+                Out::Unasked(f) => {
+                    f.encode(&mut self.out);
+                    continue;
+                }
+                Out::Reply(_) if quiet.next().unwrap_or(false) => continue,
+                Out::Reply(f) => f,
+            };
             let f = if resp3 && matches!(f, Frame::NullBulk | Frame::NullArray) {
                 Frame::Null
             } else {
@@ -550,7 +601,7 @@ impl Client {
         frames
     }
 
-    async fn run_locals(&mut self, steps: &[Step]) -> Vec<Frame> {
+    async fn run_locals(&mut self, steps: &[Step]) -> Vec<Out> {
         let shared = self.shared.clone();
         let any_read = steps
             .iter()
@@ -587,6 +638,25 @@ impl Client {
                 Step::Write(..) | Step::Switch(_) => {
                     Frame::error("ERR mu-sidecar: internal ordering error")
                 }
+                Step::Local { req, .. } if pubsub::is_subscription(req) => {
+                    // Answered by what arrived before the next reply.
+                    let (outcome, lost) = match &replies {
+                        Ok(_) => ("ok", None),
+                        Err(e) => (
+                            "error",
+                            Some(Frame::error(format!(
+                                "ERR mu-sidecar: backend unavailable: {e}"
+                            ))),
+                        ),
+                    };
+                    while let Some((_, p)) = pushes.next_if(|(i, _)| *i <= next) {
+                        frames.push(Out::Unasked(p));
+                    }
+                    tally.add(["local", outcome]);
+                    self.backend_state = true;
+                    frames.extend(lost.map(Out::Unasked));
+                    continue;
+                }
                 Step::Local { req, read, .. } => {
                     let class = if *read { "read" } else { "local" };
                     if let (true, Some(b)) = (*read, &block) {
@@ -604,7 +674,7 @@ impl Client {
                         let f = match &replies {
                             Ok(v) => {
                                 while let Some((_, p)) = pushes.next_if(|(i, _)| *i <= next) {
-                                    frames.push(p);
+                                    frames.push(Out::Unasked(p));
                                 }
                                 let f = v.get(next).cloned().unwrap_or(Frame::NullBulk);
                                 next += 1;
@@ -620,8 +690,10 @@ impl Client {
                     }
                 }
             };
-            frames.push(f);
+            frames.push(Out::Reply(f));
         }
+        // What arrived after the last reply: a trailing subscription's.
+        frames.extend(pushes.map(|(_, p)| Out::Unasked(p)));
         tally.add_to(&self.shared.metrics.requests);
         frames
     }
@@ -654,7 +726,7 @@ impl Client {
     /// The pushes that arrived on the backend connection up to now, when
     /// RESP3 client-side caching may send some: a PING's reply comes
     /// after every push the server queued before reading it.
-    async fn pushes_so_far(&mut self) -> Vec<Frame> {
+    async fn pushes_so_far(&mut self) -> Vec<Out> {
         if !self.pushes_expected() {
             return Vec::new();
         }
@@ -664,7 +736,11 @@ impl Client {
         let ping = Request::new(vec!["PING"]);
         let db = conn.db;
         match conn.exchange(&[(&ping, db)]).await {
-            Ok(_) => conn.take_pushes().into_iter().map(|(_, p)| p).collect(),
+            Ok(_) => conn
+                .take_pushes()
+                .into_iter()
+                .map(|(_, p)| Out::Unasked(p))
+                .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "a client's backend connection broke");
                 if self.lost_backend() {
@@ -676,9 +752,24 @@ impl Client {
     }
 
     /// True when the backend sends this connection pushes unasked: RESP3
-    /// client-side caching with the invalidations sent to it.
+    /// client-side caching with the invalidations sent to it, or
+    /// subscriptions.
     fn pushes_expected(&self) -> bool {
-        self.tracking && self.session.protocol() == 3
+        (self.tracking && self.session.protocol() == 3) || self.subscribed()
+    }
+
+    /// True while the backend connection holds subscriptions.
+    fn subscribed(&self) -> bool {
+        self.backend.as_ref().is_some_and(|c| c.subs.any())
+    }
+
+    /// The server's refusal of a command in RESP2's subscribed mode,
+    /// given here so that a write it would refuse is not replicated.
+    fn refused_while_subscribed(&self, req: &Request) -> Option<Frame> {
+        if self.protocol != 2 || !self.subscribed() {
+            return None;
+        }
+        pubsub::refused_while_subscribed(req)
     }
 
     /// Forgets a broken backend connection, with the client's state on it
@@ -738,6 +829,14 @@ impl Client {
                     .any(|a| a.eq_ignore_ascii_case(b"redirect"));
         }
     }
+}
+
+/// What goes to the client: a reply, or a frame that answers no request
+/// of the usual kind (a push, a published message, a subscription's
+/// confirmation), which `CLIENT REPLY` leaves alone.
+enum Out {
+    Reply(Frame),
+    Unasked(Frame),
 }
 
 /// The user a successful `AUTH [user] password` or `HELLO v AUTH user

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pending;
 pub mod proposer;
+pub mod pubsub;
 pub mod replicate;
 pub mod state;
 pub mod transfer;

@@ -103,6 +103,30 @@ fn replies_in_each_servers_own_order_are_no_divergence() {
     no_divergence_after(&c, 2.0);
 }
 
+/// PUBLISH is answered with the number of subscribers of each server,
+/// which differ between healthy nodes: a subscriber on one node only is
+/// no divergence.
+#[test]
+fn publish_counts_of_each_servers_subscribers_are_no_divergence() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+    let mut sub = RespClient::connect(c.nodes[2].listen).unwrap();
+    let confirmed = sub.cmd(&["SUBSCRIBE", "news"]);
+    assert!(
+        matches!(&confirmed, Frame::Array(v) if v.len() == 3),
+        "{confirmed:?}"
+    );
+    let mut publisher = RespClient::connect(c.nodes[0].listen).unwrap();
+    for i in 0..24 {
+        let n = publisher.cmd(&["PUBLISH", "news", &i.to_string()]);
+        assert!(matches!(n, Frame::Integer(0 | 1)), "{n:?}");
+        publisher.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    // Node 3's server has the subscriber, so its PUBLISH replies differ.
+    let got = sub.read().unwrap();
+    assert!(matches!(&got, Frame::Array(v) if v.len() == 3), "{got:?}");
+    no_divergence_after(&c, 4.0);
+}
+
 #[test]
 fn healthy_memcached_group_never_diverges() {
     let c = Cluster::start(Kind::Memcached, 3, "tcp", FLAGS);

@@ -627,3 +627,174 @@ fn replies_have_the_types_of_the_clients_protocol() {
     let snaps: Vec<_> = c.nodes.iter().map(|n| redis_snapshot(n.backend)).collect();
     assert!(snaps.iter().all(|s| *s == snaps[0]), "{snaps:?}");
 }
+
+/// The elements of an array or push, as text, joined by spaces.
+fn words(f: &Frame) -> String {
+    match f {
+        Frame::Array(v) | Frame::Push(v) => v.iter().map(text).collect::<Vec<_>>().join(" "),
+        f => text(f),
+    }
+}
+
+/// Sends `cmds` at once, then `PING <mark>`, and returns every frame that
+/// came before the PING's reply: whatever the commands were answered,
+/// confirmed or sent (published messages) until then.
+fn frames_until_mark(cl: &mut RespClient, cmds: &[&[&str]], mark: &str) -> Vec<Frame> {
+    let mut out = bytes::BytesMut::new();
+    for c in cmds.iter().copied().chain([&["PING", mark][..]]) {
+        mu_protocols::resp::encode_request(c, &mut out);
+    }
+    cl.send_raw(&out).expect("sends");
+    let is_mark = |f: &Frame| match f {
+        // RESP2's subscribed mode answers PING with an array.
+        Frame::Array(v) if v.len() == 2 => text(&v[0]) == "pong" && text(&v[1]) == mark,
+        f => matches!(f, Frame::Bulk(_)) && text(f) == mark,
+    };
+    let mut frames = Vec::new();
+    loop {
+        let f = cl
+            .read()
+            .unwrap_or_else(|e| panic!("{cmds:?}: {e}; so far {frames:?}"));
+        if is_mark(&f) {
+            return frames;
+        }
+        frames.push(f);
+    }
+}
+
+/// Pub/Sub through a follower and the leader, in RESP2 and RESP3, frame
+/// for frame as a plain redis-server answers it: confirmations, messages
+/// published through another node, the commands RESP2's subscribed mode
+/// refuses (a refused write changes no node), a pipeline that subscribes,
+/// writes and leaves; then subscribers on every node get a message
+/// published through any one.
+#[test]
+fn subscribers_get_what_is_published_through_any_node() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", &[]);
+    let live = [0, 1, 2];
+    let leader = c.wait_leader(&live, Duration::from_secs(30));
+    let (_reference_proc, reference) = common::start_backend(Kind::Redis);
+    // A step: commands sent together to the subscriber, or (first word
+    // "publish") a message published through another node.
+    let corpus: &[&[&[&str]]] = &[
+        &[&["UNSUBSCRIBE"]],
+        &[&["SUBSCRIBE"]],
+        &[&["SUBSCRIBE", "a", "a", "b"]],
+        &[&["PING"]],
+        &[&["publish", "a", "hello"]],
+        &[&["SET", "k", "v"]],
+        &[&["GET", "k"]],
+        &[&["SET", "k"]],
+        &[&["NOSUCHCOMMAND"]],
+        &[&["MULTI"], &["EXEC"]],
+        &[&["PSUBSCRIBE", "a*"]],
+        &[&["publish", "ab", "pattern"]],
+        &[&["UNSUBSCRIBE", "b", "a"]],
+        &[&["publish", "a", "pattern only"]],
+        &[&["PUNSUBSCRIBE"]],
+        &[&["SET", "k", "v2"]],
+        &[&["GET", "k"]],
+        &[
+            &["SUBSCRIBE", "x"],
+            &["SET", "k", "v3"],
+            &["UNSUBSCRIBE"],
+            &["GET", "k"],
+        ],
+        &[&["SSUBSCRIBE", "s"]],
+        &[&["spublish", "s", "sharded"]],
+        &[&["SUNSUBSCRIBE"]],
+        &[&["SUBSCRIBE", "q"]],
+        &[&["RESET"]],
+        &[&["SET", "k", "v4"], &["GET", "k"]],
+    ];
+    for (round, (node, proto)) in [((leader + 1) % 3, "2"), (leader, "3"), (leader, "2")]
+        .into_iter()
+        .enumerate()
+    {
+        let publisher_node = (node + 2) % 3;
+        let mut via = RespClient::connect(c.nodes[node].listen).expect("connects");
+        let mut direct = RespClient::connect(reference).expect("reference connects");
+        let mut publisher = RespClient::connect(c.nodes[publisher_node].listen).unwrap();
+        let mut direct_publisher = RespClient::connect(reference).unwrap();
+        let db = round.to_string();
+        for cl in [&mut via, &mut direct] {
+            assert!(!cl.cmd(&["HELLO", proto]).is_error(), "HELLO {proto}");
+            assert_eq!(text(&cl.cmd(&["SELECT", &db])), "OK");
+        }
+        for cl in [&mut publisher, &mut direct_publisher] {
+            assert_eq!(text(&cl.cmd(&["SELECT", &db])), "OK");
+        }
+        for (i, step) in corpus.iter().enumerate() {
+            let mark = format!("mark-{i}");
+            let is_publish = |c: &[&str]| ["publish", "spublish"].contains(&c[0]);
+            if is_publish(step[0]) {
+                let cmd = step[0];
+                // Counts the subscribers of each server: the publisher's
+                // node has none.
+                assert_eq!(publisher.cmd(cmd), Frame::Integer(0), "{cmd:?}");
+                assert_eq!(direct_publisher.cmd(cmd), Frame::Integer(1), "{cmd:?}");
+                // Applied on the subscriber's node: its server sent the
+                // message before it reads the PING below.
+                c.wait_applied(&[node], c.commit_index(&live), Duration::from_secs(10));
+            }
+            let cmds: Vec<&[&str]> = step.iter().copied().filter(|c| !is_publish(c)).collect();
+            let got = frames_until_mark(&mut via, &cmds, &mark);
+            let want = frames_until_mark(&mut direct, &cmds, &mark);
+            assert_eq!(got, want, "RESP{proto} through node {node}: {step:?}");
+        }
+    }
+    c.wait_applied(&live, c.commit_index(&live), Duration::from_secs(10));
+    // The writes refused in the subscribed mode changed no node: every
+    // backend holds what the reference holds.
+    let want = redis_snapshot(reference);
+    for n in &c.nodes {
+        assert_eq!(redis_snapshot(n.backend), want);
+    }
+
+    // A subscriber on every node; a message published through each node
+    // reaches all three, with nothing sent by them meanwhile.
+    let mut subs: Vec<RespClient> = c
+        .nodes
+        .iter()
+        .map(|n| RespClient::connect(n.listen).expect("connects"))
+        .collect();
+    for s in &mut subs {
+        let confirmed = s.cmd(&["SUBSCRIBE", "everywhere"]);
+        assert_eq!(words(&confirmed), "subscribe everywhere 1");
+    }
+    for from in live {
+        let mut p = RespClient::connect(c.nodes[from].listen).unwrap();
+        let payload = format!("from node {}", from + 1);
+        // Each server counts its own subscriber.
+        assert_eq!(
+            p.cmd(&["PUBLISH", "everywhere", &payload]),
+            Frame::Integer(1)
+        );
+        for (i, s) in subs.iter_mut().enumerate() {
+            let got = s
+                .read()
+                .unwrap_or_else(|e| panic!("subscriber on node {}: {e}", i + 1));
+            assert_eq!(words(&got), format!("message everywhere {payload}"));
+        }
+    }
+
+    // A subscriber whose server connection breaks (the server kills it)
+    // loses its subscriptions with it, so it is disconnected too, as a
+    // direct subscriber would be, and its library subscribes again.
+    let mut b = RespClient::connect(c.nodes[1].backend).unwrap();
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Frame::Integer(1)
+    );
+    let closed = subs[1].read();
+    assert!(
+        matches!(&closed, Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+        "the subscriber was not disconnected: {closed:?}"
+    );
+    let mut p = RespClient::connect(c.nodes[0].listen).unwrap();
+    assert_eq!(
+        p.cmd(&["PUBLISH", "everywhere", "after"]),
+        Frame::Integer(1)
+    );
+    assert_eq!(words(&subs[2].read().unwrap()), "message everywhere after");
+}

@@ -3,7 +3,7 @@
 Usage: redis_client.py SIDECAR_PORT BACKEND_PORT...
 
 Runs plain commands, a pipeline, a transaction (MULTI/EXEC with WATCH),
-expirations, per-connection state (SELECT, CLIENT SETNAME) and
+expirations, per-connection state (SELECT, CLIENT SETNAME), Pub/Sub and
 RESP3 when the installed redis-py speaks it, against the sidecar; then
 checks that every listed backend (the other nodes' servers, read
 directly) holds the written data. Exits non-zero on the first mismatch.
@@ -13,7 +13,7 @@ import sys
 
 import redis
 
-from checks import check, wait_for
+from checks import check, check_pubsub, wait_for
 
 
 def main():
@@ -82,6 +82,9 @@ def main():
     except redis.ResponseError as e:
         if "not an integer" not in str(e):
             sys.exit(f"INCR of a non-integer failed with {e!r}")
+
+    # Pub/Sub on a connection of its own.
+    check_pubsub(r, "py")
 
     # RESP3 (redis-py 5 and later speak it).
     if int(redis.__version__.split(".")[0]) >= 5:

@@ -4,7 +4,8 @@ Usage: redis_resp3_client.py SIDECAR_PORT BACKEND_PORT...
 
 Writes whose RESP3 replies differ from RESP2 (doubles, maps, sets, nulls),
 a transaction whose EXEC reply holds such types, and client-side caching
-(CLIENT TRACKING with redis-py's push handler), against the sidecar; then
+(CLIENT TRACKING with redis-py's push handler) and Pub/Sub, against the
+sidecar; then
 checks that every listed backend holds the written data. Exits non-zero
 on the first mismatch.
 """
@@ -13,7 +14,7 @@ import sys
 
 import redis
 
-from checks import check, wait_for
+from checks import check, check_pubsub, wait_for
 
 
 def main():
@@ -63,6 +64,9 @@ def main():
 
     got = wait_for("the invalidation push", pushed)
     check("invalidated keys", got[0][1], ["py3:h:seen"])
+
+    # Pub/Sub: under RESP3 confirmations and messages are pushes.
+    check_pubsub(r, "py3")
 
     written = ["py3:z", "py3:h", "py3:s", "py3:h:seen"]
     for bp in backends:
