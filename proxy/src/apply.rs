@@ -23,6 +23,7 @@
 
 use crate::backend::{AsyncStream, Stream};
 use crate::config::BackendKind;
+use crate::digest::Compare;
 use crate::payload::{self, Header, Kind, PayloadError};
 use crate::pending::Applied;
 use crate::state::{BackendState, Shared};
@@ -392,13 +393,13 @@ fn fail_own(shared: &Shared, c: &Committed, why: &str) {
 enum Plan {
     /// Nothing was sent (barrier, undecodable entry, aborted transaction).
     Done(Option<Applied>),
-    /// Redis: `replies` replies, the client's at `client`; `compare`: the
-    /// client's reply is the same on every healthy node (see
+    /// Redis: `replies` replies, the client's at `client`; `compare`: what
+    /// of the client's reply is the same on every healthy node (see
     /// [`replies_compare`]).
     Redis {
         replies: usize,
         client: usize,
-        compare: bool,
+        compare: Compare,
     },
     /// Redis: the entry joined a run of plain SETs; the run's reply, read
     /// at its [`Plan::Run`], is its answer.
@@ -940,7 +941,7 @@ impl Applier {
         let read = read_outcomes(conn, self.plans.drain(..), done, &mut self.joined, &shared).await;
         shared.digests.fold_all(
             done.iter()
-                .map(|d| (d.index, d.applied.as_ref(), d.compare)),
+                .map(|d| (d.index, d.applied.as_ref(), &d.compare)),
         );
         if let Some(d) = done.iter().rev().find(|d| d.last) {
             shared.backend.set_applied(d.index);
@@ -970,9 +971,9 @@ struct Outcome {
     /// The tag of this node's write, if it is one.
     tag: Option<u64>,
     applied: Option<Applied>,
-    /// The reply is the same on every healthy node, so the divergence
-    /// digests compare it.
-    compare: bool,
+    /// What of the reply is the same on every healthy node, so the
+    /// divergence digests compare it.
+    compare: Compare,
     /// The entry's last payload: the entry is applied.
     last: bool,
 }
@@ -1005,7 +1006,7 @@ async fn read_plans(
     shared: &Shared,
 ) -> Result<(), String> {
     for (plan, tag, index, last) in plans {
-        let mut compare = true;
+        let mut compare = Compare::Whole;
         let applied = match plan {
             Plan::Done(a) => a,
             Plan::Joined => {
@@ -1095,21 +1096,51 @@ async fn read_redis(
     Ok(answer)
 }
 
-/// False when healthy nodes may answer the entry differently: a read
-/// queued in a transaction may list a big set or hash in the order of
-/// each server's own hash seed, pick random members (SRANDMEMBER,
-/// HRANDFIELD), or see the time at which each node applies it (PTTL);
-/// `PUBLISH` counts the subscribers of each server, which differ. Writes
-/// and their replies are the same everywhere (nondeterministic writes are
-/// refused, replicated scripts trusted to be deterministic).
-fn replies_compare(entry: &mu_protocols::entry::RedisEntry) -> bool {
-    entry.commands.iter().all(|c| {
-        table::lookup_args(c).is_none_or(|s| match table::class_of(s) {
-            table::CommandClass::PubSub => false,
-            table::CommandClass::Read => !entry.transaction,
-            _ => true,
+/// What of the entry's reply healthy nodes give alike. A read queued in a
+/// transaction may list a big set or hash in the order of each server's
+/// own hash seed, pick random members (SRANDMEMBER, HRANDFIELD), or see
+/// the time at which each node applies it (PTTL); `PUBLISH` counts the
+/// subscribers of each server, which differ. So a transaction's results
+/// of such steps are left out, and the reply of an entry that publishes
+/// outside one. Writes and their replies are the same everywhere
+/// (nondeterministic writes are refused, replicated scripts trusted to be
+/// deterministic).
+fn replies_compare(entry: &mu_protocols::entry::RedisEntry) -> Compare {
+    if !entry.transaction {
+        // No table lookup for the common entry: outside a transaction an
+        // entry holds no read (reads are served locally; `--reads leader`
+        // replicates a barrier, not the read), and PUBLISH is known by name.
+        let publishes = entry
+            .commands
+            .iter()
+            .any(|c| c.first().is_some_and(is_publish));
+        return if publishes {
+            Compare::Nothing
+        } else {
+            Compare::Whole
+        };
+    }
+    let steps: Box<[bool]> = entry
+        .commands
+        .iter()
+        .map(|c| {
+            table::lookup_args(c).is_none_or(|s| {
+                !matches!(
+                    table::class_of(s),
+                    table::CommandClass::PubSub | table::CommandClass::Read
+                )
+            })
         })
-    })
+        .collect();
+    if steps.iter().all(|&same| same) {
+        Compare::Whole
+    } else {
+        Compare::Steps(steps)
+    }
+}
+
+fn is_publish(name: &Bytes) -> bool {
+    name.eq_ignore_ascii_case(b"publish") || name.eq_ignore_ascii_case(b"spublish")
 }
 
 fn is_mc_error(r: &McReply) -> bool {

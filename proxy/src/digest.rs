@@ -35,6 +35,7 @@ use crate::state::Shared;
 use bytes::BytesMut;
 use mu::NodeId;
 use mu_protocols::memcached::{McReply, MetaStatus};
+use mu_protocols::resp::Frame;
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,15 +102,14 @@ impl Digests {
     /// Folds the reply of one payload of the entry at `index` (an entry
     /// may hold several; they come in order). Entries come in log order.
     pub fn fold(&self, index: u64, applied: Option<&Applied>) {
-        self.fold_all([(index, applied, true)]);
+        self.fold_all([(index, applied, &Compare::Whole)]);
     }
 
-    /// [`Digests::fold`] for several payloads in order, under one lock;
-    /// each with `compare` false when healthy nodes may reply differently
-    /// (its place in the range is digested, not the reply).
+    /// [`Digests::fold`] for several payloads in order, under one lock,
+    /// each with what of its reply healthy nodes give alike.
     pub fn fold_all<'a>(
         &self,
-        applied: impl IntoIterator<Item = (u64, Option<&'a Applied>, bool)>,
+        applied: impl IntoIterator<Item = (u64, Option<&'a Applied>, &'a Compare)>,
     ) {
         let mut s = self.lock();
         for (index, applied, compare) in applied {
@@ -117,14 +117,16 @@ impl Digests {
         }
     }
 
-    fn fold_locked(&self, s: &mut Folding, index: u64, applied: Option<&Applied>, compare: bool) {
+    fn fold_locked(
+        &self,
+        s: &mut Folding,
+        index: u64,
+        applied: Option<&Applied>,
+        compare: &Compare,
+    ) {
         let mut buf = std::mem::take(&mut s.buf);
         buf.clear();
-        if compare {
-            canonical(applied, &mut buf);
-        } else {
-            buf.extend_from_slice(b"U");
-        }
+        compare.canonical(applied, &mut buf);
         let r = self.range_of(index);
         if r != s.range {
             // Close the open range: complete when every entry of it, up to
@@ -190,6 +192,44 @@ impl Digests {
     /// Entries per range.
     pub fn every(&self) -> u64 {
         self.every
+    }
+}
+
+/// What of an entry's reply every healthy node gives alike, so the
+/// digests compare it. Where it differs (its place in the range is
+/// digested, not the reply), the nodes' servers answer by their own hash
+/// seeds, clocks, random picks or subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The whole reply.
+    Whole,
+    /// None of it.
+    Nothing,
+    /// A transaction's: the results of `EXEC` whose step is `true` here.
+    /// An `EXEC` reply that is not one result per step (a transaction
+    /// aborted by `WATCH` or refused) is compared whole.
+    Steps(Box<[bool]>),
+}
+
+impl Compare {
+    fn canonical(&self, applied: Option<&Applied>, out: &mut BytesMut) {
+        match (self, applied) {
+            (Compare::Whole, _) => canonical(applied, out),
+            (Compare::Nothing, _) => out.extend_from_slice(b"U"),
+            (Compare::Steps(steps), Some(Applied::Redis(Frame::Array(results))))
+                if results.len() == steps.len() =>
+            {
+                out.extend_from_slice(b"T");
+                for (result, &same) in results.iter().zip(steps.iter()) {
+                    if same {
+                        result.encode(out);
+                    } else {
+                        out.extend_from_slice(b"U");
+                    }
+                }
+            }
+            (Compare::Steps(_), _) => canonical(applied, out),
+        }
     }
 }
 
@@ -382,6 +422,52 @@ mod tests {
 
     fn ok() -> Applied {
         Applied::Redis(Frame::Simple("OK".into()))
+    }
+
+    /// The digest of one range of `every` 1 holding `applied`.
+    fn digest_of(applied: &Applied, compare: &Compare) -> u64 {
+        let d = Digests::new(1);
+        d.fold_all([(1, Some(applied), compare)]);
+        d.fold(2, Some(&ok()));
+        d.complete_from(0, 1)[0].1
+    }
+
+    #[test]
+    fn a_transactions_steps_that_differ_are_left_out_and_the_rest_compared() {
+        let exec = |read: &str, incr: i64| {
+            Applied::Redis(Frame::Array(vec![Frame::bulk(read), Frame::Integer(incr)]))
+        };
+        let steps = Compare::Steps(vec![false, true].into());
+        // Another read result: the same digest.
+        assert_eq!(
+            digest_of(&exec("a", 2), &steps),
+            digest_of(&exec("b", 2), &steps)
+        );
+        // Another write result: another digest.
+        assert_ne!(
+            digest_of(&exec("a", 2), &steps),
+            digest_of(&exec("a", 3), &steps)
+        );
+        // Compared whole, the read counts too.
+        assert_ne!(
+            digest_of(&exec("a", 2), &Compare::Whole),
+            digest_of(&exec("b", 2), &Compare::Whole)
+        );
+        // Nothing compared: any reply digests alike.
+        assert_eq!(
+            digest_of(&exec("a", 2), &Compare::Nothing),
+            digest_of(&ok(), &Compare::Nothing)
+        );
+        // A transaction WATCH aborted is compared whole.
+        let aborted = Applied::Redis(Frame::NullArray);
+        assert_eq!(
+            digest_of(&aborted, &steps),
+            digest_of(&aborted, &Compare::Whole)
+        );
+        assert_ne!(
+            digest_of(&aborted, &steps),
+            digest_of(&exec("a", 2), &steps)
+        );
     }
 
     #[test]

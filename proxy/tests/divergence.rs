@@ -149,10 +149,10 @@ fn healthy_memcached_group_never_diverges() {
 }
 
 /// Sets `c` through the sidecars, changes it directly in one follower's
-/// backend, then increments it through the sidecars (so that backend
-/// answers differently) and writes enough to close the range. Returns the
-/// changed node.
-fn change_one_backend(c: &Cluster) -> usize {
+/// backend, then has `expose` write it through the sidecars (so that
+/// backend answers differently) and writes enough to close the range.
+/// Returns the changed node.
+fn change_one_backend_then(c: &Cluster, expose: impl FnOnce(&mut RespClient)) -> usize {
     let leader = c.wait_leader(&ALL, LIMIT);
     let odd = (leader + 1) % 3;
     let mut cl = RespClient::connect(c.nodes[leader].listen).unwrap();
@@ -160,11 +160,27 @@ fn change_one_backend(c: &Cluster) -> usize {
     c.wait_applied(&ALL, c.commit_index(&ALL), LIMIT);
     let mut direct = RespClient::connect(c.nodes[odd].backend).unwrap();
     assert_eq!(text(&direct.cmd(&["SET", "c", "100"])), "OK");
-    assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2));
+    expose(&mut cl);
     for i in 0..16 {
         cl.cmd(&["SET", &format!("pad{i}"), "x"]);
     }
     odd
+}
+
+/// [`change_one_backend_then`] with an `INCR` of the changed key.
+fn change_one_backend(c: &Cluster) -> usize {
+    change_one_backend_then(c, |cl| {
+        assert_eq!(cl.cmd(&["INCR", "c"]), Frame::Integer(2))
+    })
+}
+
+/// Waits until node `odd` finds itself diverged.
+fn wait_diverged(c: &Cluster, odd: usize) {
+    wait_explained(
+        LIMIT,
+        || (metric(c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
+        || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
+    );
 }
 
 /// A key changed directly in one backend: the next write to it gets
@@ -174,11 +190,7 @@ fn change_one_backend(c: &Cluster) -> usize {
 fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
     let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
     let odd = change_one_backend(&c);
-    wait_explained(
-        LIMIT,
-        || (metric(&c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
-        || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
-    );
+    wait_diverged(&c, odd);
     for i in ALL {
         // Each node counts it at its own next comparison.
         wait_explained(
@@ -204,6 +216,25 @@ fn a_backend_changed_behind_its_sidecar_is_found_and_fenced() {
     assert!(log.contains("DIVERGENCE"), "{log}");
 }
 
+/// A transaction that holds a read is still compared by its writes: the
+/// read's result is left out (it may differ between healthy servers), the
+/// INCR's is not.
+#[test]
+fn a_transaction_with_a_read_is_compared_by_its_writes() {
+    let c = Cluster::start(Kind::Redis, 3, "tcp", FLAGS);
+    let odd = change_one_backend_then(&c, |cl| {
+        for cmd in [&["MULTI"][..], &["SRANDMEMBER", "nosuch"], &["INCR", "c"]] {
+            cl.cmd(cmd);
+        }
+        let got = cl.cmd(&["EXEC"]);
+        assert!(
+            matches!(&got, Frame::Array(v) if v.get(1) == Some(&Frame::Integer(2))),
+            "{got:?}"
+        );
+    });
+    wait_diverged(&c, odd);
+}
+
 /// memcached replies that differ by value count too.
 #[test]
 fn memcached_divergence_is_found() {
@@ -223,11 +254,7 @@ fn memcached_divergence_is_found() {
         m.call(format!("set pad{i} 0 0 1\r\nx\r\n").as_bytes())
             .unwrap();
     }
-    wait_explained(
-        LIMIT,
-        || (metric(&c, odd, "mu_sidecar_diverged")? == 1.0).then_some(()),
-        || format!("node {} was not found diverged\n{}", odd + 1, c.logs()),
-    );
+    wait_diverged(&c, odd);
 }
 
 /// With `--on-divergence resync` the odd one out replaces its data with a
