@@ -59,10 +59,17 @@ fn agree_and_survive_leader_failure<F: Fabric + Send + 'static>(
     };
     let mut replicas = Vec::new();
     let mut receivers = Vec::new();
+    let mut changes = Vec::new();
     for (c, f) in cfgs.into_iter().zip(fabrics) {
         let (r, rx) = Replica::start(c, f, options).expect("starts");
+        let (tx, changed) = std::sync::mpsc::channel();
+        assert!(r.on_status_change(move || {
+            let _ = tx.send(());
+        }));
+        assert!(!r.on_status_change(|| {}), "a second hook is refused");
         replicas.push(Some(r));
         receivers.push(rx);
+        changes.push(changed);
     }
     let mut acked = Vec::new();
     for i in 0..50u32 {
@@ -78,12 +85,31 @@ fn agree_and_survive_leader_failure<F: Fabric + Send + 'static>(
         .find_map(|r| r.status().filter(|s| s.role == mu::core::RoleKind::Leader))
         .map(|s| s.id)
         .expect("a leader");
+    // What the hooks told of the first election is taken now.
+    for c in &changes {
+        while c.try_recv().is_ok() {}
+    }
     // Stopping the replica drops its endpoint: to the others it is dead.
     replicas[leader.idx()].take().expect("running").stop();
     for i in 50..80u32 {
         acked.push((propose(&replicas, &i.to_le_bytes()), i));
     }
     let survivors: Vec<usize> = (0..3).filter(|&n| n != leader.idx()).collect();
+    // Each survivor's hook told of the change to the new leader.
+    for &n in &survivors {
+        let r = replicas[n].as_ref().expect("running");
+        loop {
+            changes[n]
+                .recv_timeout(DEADLINE)
+                .expect("the status change hook is called");
+            if r.status()
+                .and_then(|s| s.leader)
+                .is_some_and(|l| l != leader)
+            {
+                break;
+            }
+        }
+    }
     let tails: Vec<Vec<Committed>> = survivors
         .iter()
         .map(|&n| collect(&receivers[n], 30))

@@ -39,12 +39,14 @@ use mu_protocols::resp::{encode_request, Frame, FrameDecoder};
 use mu_protocols::rewrite::{ApplyPlan, RedisApplier, Run, Step};
 use mu_protocols::table;
 use std::io::{Read, Write};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::block_in_place;
+use tokio::time::Sleep;
 
 /// Entries per pipelined batch.
 const BATCH_ENTRIES: usize = 128;
@@ -272,6 +274,7 @@ impl BackendConn {
             replies: self.replies,
             kind: self.kind,
             standalone: self.standalone,
+            patience: None,
         })
     }
 }
@@ -285,6 +288,9 @@ struct AsyncConn {
     replies: McReplyDecoder,
     kind: BackendKind,
     standalone: bool,
+    /// When a read that waits warns of a slow backend: one timer for the
+    /// connection, made on its first read.
+    patience: Option<Pin<Box<Sleep>>>,
 }
 
 impl AsyncConn {
@@ -296,16 +302,36 @@ impl AsyncConn {
     }
 
     /// Reads more bytes; a slow backend is waited for (the replies still
-    /// come, in order), with a warning every [`BACKEND_TIMEOUT`].
+    /// come, in order), with a warning each time it has not answered for
+    /// half of [`BACKEND_TIMEOUT`] to all of it.
+    ///
+    /// The timer is moved later only once half of it has run: a new (or
+    /// earlier) timer at each read would wake the runtime's I/O driver when
+    /// no earlier timer is due, one more syscall and turn of the event loop
+    /// for every reply of a lone client.
     async fn fill(&mut self) -> Result<(), String> {
+        let patience = self
+            .patience
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BACKEND_TIMEOUT)));
         loop {
-            match tokio::time::timeout(BACKEND_TIMEOUT, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) => return Err("backend closed the connection".into()),
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Err(format!("read from backend: {e}")),
-                Err(_) => {
-                    tracing::warn!("the backend has not answered for {BACKEND_TIMEOUT:?}; waiting");
+            #[allow(clippy::disallowed_methods, reason = "a timer's deadline")]
+            let now = tokio::time::Instant::now();
+            if patience.deadline() < now + BACKEND_TIMEOUT / 2 {
+                patience.as_mut().reset(now + BACKEND_TIMEOUT);
+            }
+            tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut self.buf) => match read {
+                    Ok(0) => return Err("backend closed the connection".into()),
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("read from backend: {e}")),
+                },
+                () = patience.as_mut() => {
+                    tracing::warn!(
+                        "the backend has not answered for {:?} or more; waiting",
+                        BACKEND_TIMEOUT / 2
+                    );
                 }
             }
         }

@@ -55,11 +55,17 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            // The status gauges as of this scrape.
+            if let Some(st) = shared.status() {
+                crate::refresh_gauges(shared, &st);
+            }
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                shared.metrics.render(),
+            )
+        }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match shared.readiness() {
             Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".into()),

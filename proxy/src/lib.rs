@@ -227,37 +227,28 @@ async fn accept(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Follows the replica's status into the metrics, and times leader changes.
+/// It wakes when the driver publishes another role or leader (see
+/// [`mu::driver::replica::Replica::on_status_change`]), and every
+/// [`GAUGE_REFRESH`] for the gauges, which `/metrics` also brings up to
+/// date when scraped; a sidecar with nothing to do stays asleep between.
 async fn watch(shared: Arc<Shared>) {
     let m = &shared.metrics;
     let mut last_leader: Option<mu::NodeId> = None;
     let mut leaderless_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    shared.replica.on_status_change(move || notify.notify_one());
+    let mut tick = tokio::time::interval(GAUGE_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+        }
         let Some(st) = shared.status() else {
             continue;
         };
-        for (role, kind) in [
-            ("leader", RoleKind::Leader),
-            ("follower", RoleKind::Follower),
-            ("candidate", RoleKind::Candidate),
-        ] {
-            m.role
-                .with_label_values(&[role])
-                .set(i64::from(st.role == kind));
-        }
-        let commit = st.commit.saturating_sub(1);
-        let applied = shared.backend.applied();
-        m.commit_index.set(commit as i64);
-        m.applied_index.set(applied as i64);
-        m.apply_lag.set(commit.saturating_sub(applied) as i64);
-        m.permission_switches.set(st.permission_switches as i64);
-        m.fabric_errors.set(st.fabric_errors as i64);
-        m.peers_alive
-            .set(st.peers.iter().filter(|p| p.alive).count() as i64);
-        m.ready.set(i64::from(shared.readiness().is_ok()));
-        m.leader.set(st.leader.map_or(0, |l| i64::from(l.0) + 1));
+        refresh_gauges(&shared, &st);
         match st.leader {
             None if last_leader.is_some() && leaderless_since.is_none() => {
                 leaderless_since = Some(Instant::now());
@@ -277,4 +268,32 @@ async fn watch(shared: Arc<Shared>) {
             None => {}
         }
     }
+}
+
+/// How often the status gauges are refreshed without a change or scrape.
+const GAUGE_REFRESH: Duration = Duration::from_millis(100);
+
+/// Sets the gauges that follow the replica's status `st`.
+pub(crate) fn refresh_gauges(shared: &Shared, st: &mu::core::Status) {
+    let m = &shared.metrics;
+    for (role, kind) in [
+        ("leader", RoleKind::Leader),
+        ("follower", RoleKind::Follower),
+        ("candidate", RoleKind::Candidate),
+    ] {
+        m.role
+            .with_label_values(&[role])
+            .set(i64::from(st.role == kind));
+    }
+    let commit = st.commit.saturating_sub(1);
+    let applied = shared.backend.applied();
+    m.commit_index.set(commit as i64);
+    m.applied_index.set(applied as i64);
+    m.apply_lag.set(commit.saturating_sub(applied) as i64);
+    m.permission_switches.set(st.permission_switches as i64);
+    m.fabric_errors.set(st.fabric_errors as i64);
+    m.peers_alive
+        .set(st.peers.iter().filter(|p| p.alive).count() as i64);
+    m.ready.set(i64::from(shared.readiness().is_ok()));
+    m.leader.set(st.leader.map_or(0, |l| i64::from(l.0) + 1));
 }

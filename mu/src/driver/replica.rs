@@ -89,15 +89,29 @@ impl std::fmt::Debug for Reply {
     }
 }
 
-#[derive(Debug)]
+/// Called on the driver thread when the published role or leader changes.
+type OnChange = Box<dyn Fn() + Send + Sync>;
+
 struct Shared {
     requests: Mutex<VecDeque<(Vec<u8>, Reply, bool)>>,
     status: Mutex<Option<Status>>,
+    on_change: std::sync::OnceLock<OnChange>,
     stop: AtomicBool,
     paused: AtomicBool,
     install: Mutex<Option<SnapshotPoint>>,
     /// Where the driver naps; a proposal wakes it.
     doze: Doze,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("status", &self.status)
+            .field("on_change", &self.on_change.get().is_some())
+            .field("stop", &self.stop)
+            .field("paused", &self.paused)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A nap that another thread can end early.
@@ -182,6 +196,7 @@ impl Replica {
         let shared = Arc::new(Shared {
             requests: Mutex::new(VecDeque::new()),
             status: Mutex::new(None),
+            on_change: std::sync::OnceLock::new(),
             stop: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             install: Mutex::new(None),
@@ -254,6 +269,16 @@ impl Replica {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Has `f` called, on the driver thread, each time a status is
+    /// published that names another role or leader than the status before
+    /// it, so a watcher waits for changes instead of polling
+    /// [`Replica::status`] (it reads the status once after setting the
+    /// hook: changes before that call no hook). `f` must not block. Set
+    /// once; `false` if a hook was already set.
+    pub fn on_status_change(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
+        self.shared.on_change.set(Box::new(f)).is_ok()
     }
 
     /// Pauses (`true`) or resumes the replica: see [`Core::set_paused`].
@@ -351,6 +376,8 @@ fn run<F: Fabric>(
     let mut waiters: Vec<Waiter> = Vec::new();
     let mut idle = 0u32;
     let mut next_status = 0u64;
+    // The role and leader of the last status published.
+    let mut published = None;
     let busy_poll = options.busy_poll.as_nanos() as u64;
     // Polled (no nap) until then: a proposal was taken shortly before.
     let mut poll_until = 0u64;
@@ -426,7 +453,15 @@ fn run<F: Fabric>(
         }
         if now >= next_status {
             next_status = now + 200_000;
-            *shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.status());
+            let status = core.status();
+            let seen = Some((status.role, status.leader));
+            *shared.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+            if seen != published {
+                published = seen;
+                if let Some(f) = shared.on_change.get() {
+                    f();
+                }
+            }
         }
         // Proposals waiting for their commit keep the driver awake: the
         // completions that commit them (from a fabric thread, or a peer)
