@@ -1146,22 +1146,19 @@ fn replies_compare(entry: &mu_protocols::entry::RedisEntry) -> Compare {
             Compare::Whole
         };
     }
-    let steps: Box<[bool]> = entry
-        .commands
-        .iter()
-        .map(|c| {
-            table::lookup_args(c).is_none_or(|s| {
-                !matches!(
-                    table::class_of(s),
-                    table::CommandClass::PubSub | table::CommandClass::Read
-                )
-            })
+    let same = |c: &Vec<Bytes>| {
+        table::lookup_args(c).is_none_or(|s| {
+            !matches!(
+                table::class_of(s),
+                table::CommandClass::PubSub | table::CommandClass::Read
+            )
         })
-        .collect();
-    if steps.iter().all(|&same| same) {
+    };
+    // A transaction of writes only (the usual one) allocates no mask.
+    if entry.commands.iter().all(same) {
         Compare::Whole
     } else {
-        Compare::Steps(steps)
+        Compare::Steps(entry.commands.iter().map(same).collect())
     }
 }
 
